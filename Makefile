@@ -1,0 +1,45 @@
+# Switchyard: `make run` starts the whole stack, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: bootstrap run test test-fast lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Create the virtualenv and install everything (idempotent).
+bootstrap: $(STAMP)
+
+## Run web + control worker + beat + a local agent on SQLite and the bundled Redis.
+run: bootstrap
+	DEBUG=$${DEBUG:-1} $(PY) manage.py runstack
+
+## Run the whole suite against PostgreSQL and Redis on 127.0.0.1 (override with env vars).
+test: bootstrap
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/switchyard} \
+	REDIS_URL=$${TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The suite without the end-to-end tests that start real processes.
+test-fast: bootstrap
+	$(MAKE) test PYTEST_ARGS="-m 'not e2e' $(PYTEST_ARGS)"
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: bootstrap
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf var/*.sqlite3* var/celerybeat-schedule* var/agent.json

@@ -1,0 +1,5 @@
+"""``python -m agents.agent``."""
+
+from agents.agent.cli import main
+
+raise SystemExit(main())

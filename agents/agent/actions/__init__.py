@@ -1,0 +1,134 @@
+"""Action registry: an action type is a callable from ``JobContext`` to ``ActionResult``.
+
+Adding an action type means adding one module that decorates a function with
+``@register_action("name")`` and importing it at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger("switchyard.agent")
+
+Status = Literal["completed", "failed", "timeout"]
+
+KILL_GRACE_S = 2.0
+
+
+@dataclass
+class JobContext:
+    """What an action gets to see: its parameters and a ready-made child environment."""
+
+    job_id: str
+    action: str
+    params: dict[str, Any]
+    env: dict[str, str]
+    timeout_s: float | None
+    workdir: Path
+    output_path: Path
+    execution_id: str = ""
+    node_id: str = ""
+    attempt: int = 1
+    workflow: str = ""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    process_started: Callable[[subprocess.Popen[bytes]], None] = lambda process: None
+
+
+@dataclass
+class ActionResult:
+    """The outcome reported to the control plane."""
+
+    status: Status
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    duration_ms: int = 0
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, error: str, **fields: Any) -> ActionResult:
+        return cls(status="failed", error=error, **fields)
+
+
+Action = Callable[[JobContext], ActionResult]
+
+ACTIONS: dict[str, Action] = {}
+
+
+def register_action(name: str) -> Callable[[Action], Action]:
+    """Register ``func`` as the implementation of action type ``name``."""
+
+    def decorator(func: Action) -> Action:
+        if name in ACTIONS and ACTIONS[name] is not func:
+            raise ValueError(f"action type {name!r} is already registered")
+        ACTIONS[name] = func
+        return func
+
+    return decorator
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Signal a process group; ``False`` once the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        logger.warning("not allowed to signal process group %s", pgid)
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group.
+
+    Orphaned zombies stay in the group until their new parent reaps them, which never happens
+    under a PID 1 that does not reap; on Linux they are recognised through ``/proc``.
+    """
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        entries = [entry for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:
+        return True
+    for entry in entries:
+        try:
+            with open(os.path.join(entry.path, "stat")) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def kill_process_group(process: subprocess.Popen[bytes], grace: float = KILL_GRACE_S) -> None:
+    """SIGTERM a job's whole process group, then SIGKILL whatever is left after ``grace`` s.
+
+    The process must have been started with ``start_new_session=True`` so that its pid is the
+    group id and the group holds everything it spawned (but nothing of the agent).
+    """
+    pgid = process.pid
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        process.poll()
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    if _signal_group(pgid, signal.SIGKILL):
+        logger.info("process group %s ignored SIGTERM for %.1fs; sent SIGKILL", pgid, grace)
+
+
+from agents.agent.actions import shell as _shell  # noqa: E402, F401

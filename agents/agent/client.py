@@ -1,0 +1,303 @@
+"""HTTP client for the control plane's agent API (``/api/agent/v1``).
+
+The broker only tells an agent *which* job id to look at; everything else (what to run, with
+which secrets, under which lease) comes from these authenticated calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from agents.agent import __version__
+
+logger = logging.getLogger("switchyard.agent")
+
+API_PREFIX = "/api/agent/v1"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+CLAIM_RETRY_BUDGET = 60.0
+REPORT_RETRY_BUDGET = 300.0
+BACKOFF_INITIAL = 0.2
+BACKOFF_CAP = 5.0
+
+_RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+class ApiError(Exception):
+    """The control plane answered with an error status."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None):
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"HTTP {self.status}: {self.detail}"]
+        lines += [f"  {err.get('path', '')}: {err.get('message', '')}" for err in self.errors]
+        return "\n".join(lines)
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        """Extract ``{detail, errors}`` from the body, tolerating non-JSON error pages."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or response.reason_phrase)
+            errors = body.get("errors")
+            return cls(response.status_code, detail, errors if isinstance(errors, list) else None)
+        text = response.text.strip()[:500] or response.reason_phrase
+        return cls(response.status_code, text)
+
+
+class ClaimUnavailable(Exception):
+    """The claim could not be made within the retry budget; the message should be redelivered."""
+
+
+class InvalidJobSpec(Exception):
+    """A claim succeeded but its response is not a usable job spec."""
+
+    def __init__(self, message: str, lease: str | None):
+        self.lease = lease
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The rendered job as returned by a successful claim.
+
+    ``timeout_s`` null or non-positive means no agent-side timeout (the control plane's sweeper
+    still enforces its own). ``mask`` is an optional list of secret values to redact from
+    anything reported back.
+    """
+
+    job_id: str
+    lease: str
+    action: str
+    execution_id: str = ""
+    node_id: str = ""
+    attempt: int = 1
+    workflow: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    mask: tuple[str, ...] = ()
+
+    @classmethod
+    def from_claim(cls, job_id: str, data: Any) -> JobSpec:
+        """Validate a claim response; ``job_id`` is the id that was claimed, not the body's."""
+        lease = data.get("lease") if isinstance(data, dict) else None
+        lease = lease if isinstance(lease, str) and lease else None
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("claim response is not a JSON object")
+            if lease is None:
+                raise ValueError("claim response has no lease")
+            if _canonical_id(data.get("job_id", job_id)) != _canonical_id(job_id):
+                raise ValueError(f"claim response is for job {data.get('job_id')!r}")
+            params = data.get("params") or {}
+            env = data.get("env") or {}
+            if not isinstance(params, dict) or not isinstance(env, dict):
+                raise TypeError("params and env must be JSON objects")
+            timeout = float(data.get("timeout_s") or 0)
+            mask = data.get("mask") or ()
+            return cls(
+                job_id=job_id,
+                lease=lease,
+                action=str(data.get("action") or ""),
+                execution_id=str(data.get("execution_id") or ""),
+                node_id=str(data.get("node_id") or ""),
+                attempt=int(data.get("attempt") or 1),
+                workflow=str(data.get("workflow") or ""),
+                params=params,
+                timeout_s=timeout if timeout > 0 else None,
+                env={str(key): str(value) for key, value in env.items()},
+                mask=tuple(str(value) for value in mask if value),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobSpec(str(exc), lease) from exc
+
+
+def _canonical_id(value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def backoff_delays(budget: float) -> Iterator[float]:
+    """Yield sleeps of 0.2 s doubling up to 5 s until ``budget`` seconds have elapsed."""
+    deadline = time.monotonic() + budget
+    delay = BACKOFF_INITIAL
+    while (remaining := deadline - time.monotonic()) > 0:
+        yield min(delay, remaining)
+        delay = min(delay * 2, BACKOFF_CAP)
+
+
+class AgentClient:
+    """One thread-safe connection pool per process, authenticated with the agent token."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        version: str = __version__,
+        claim_retry_budget: float = CLAIM_RETRY_BUDGET,
+        report_retry_budget: float = REPORT_RETRY_BUDGET,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.version = version
+        self.claim_retry_budget = claim_retry_budget
+        self.report_retry_budget = report_retry_budget
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + API_PREFIX,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": f"switchyard-agent/{version}",
+            },
+            timeout=DEFAULT_TIMEOUT,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def claim(self, job_id: str) -> JobSpec | None:
+        """Claim a job; ``None`` means someone else owns it (or it is gone) and it must not run.
+
+        Raises ``ClaimUnavailable`` when the control plane cannot be reached in time, so that the
+        caller can hand the message back to the broker instead of losing it.
+        """
+        delays = backoff_delays(self.claim_retry_budget)
+        while True:
+            try:
+                response = self._http.post(f"/jobs/{job_id}/claim", json={})
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = None
+                    return JobSpec.from_claim(job_id, body)
+                if response.status_code in (404, 409):
+                    logger.info(
+                        "job %s not claimable (HTTP %s: %s); dropping the message",
+                        job_id,
+                        response.status_code,
+                        ApiError.from_response(response).detail,
+                    )
+                    return None
+                if response.status_code == 401:
+                    logger.error("claim of job %s refused: agent token rejected (401)", job_id)
+                problem = str(ApiError.from_response(response))
+            delay = next(delays, None)
+            if delay is None:
+                raise ClaimUnavailable(f"could not claim job {job_id}: {problem}")
+            logger.warning("claim of job %s failed (%s); retrying in %.1fs", job_id, problem, delay)
+            time.sleep(delay)
+
+    def complete(self, job_id: str, report: Mapping[str, Any]) -> bool:
+        """Report a job's result; retried on 5xx/network errors because the server is idempotent.
+
+        Returns ``True`` once accepted, ``False`` if the server refused it for good (409 for a
+        stale lease, other 4xx) or the retry budget ran out.
+        """
+        delays = backoff_delays(self.report_retry_budget)
+        while True:
+            try:
+                response = self._http.post(f"/jobs/{job_id}/complete", json=dict(report))
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return True
+                if status == 409:
+                    logger.warning(
+                        "report for job %s refused: lease is stale or superseded (%s)",
+                        job_id,
+                        ApiError.from_response(response).detail,
+                    )
+                    return False
+                if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
+                    logger.error(
+                        "report for job %s rejected, not retrying: %s",
+                        job_id,
+                        ApiError.from_response(response),
+                    )
+                    return False
+                problem = str(ApiError.from_response(response))
+            delay = next(delays, None)
+            if delay is None:
+                logger.error("giving up reporting job %s: %s", job_id, problem)
+                return False
+            logger.warning(
+                "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
+            )
+            time.sleep(delay)
+
+    def heartbeat(self, running_jobs: list[str], load: Mapping[str, int]) -> list[str]:
+        """Send one heartbeat; returns the ids of jobs the control plane wants killed.
+
+        Raises ``ApiError`` or ``httpx.HTTPError``; the heartbeat loop decides what to do.
+        """
+        response = self._http.post(
+            "/heartbeat",
+            json={"running_jobs": running_jobs, "version": self.version, "load": dict(load)},
+        )
+        if response.status_code != 200:
+            raise ApiError.from_response(response)
+        body = response.json()
+        cancel = body.get("cancel") if isinstance(body, dict) else None
+        return [str(job_id) for job_id in cancel or []]
+
+
+def register(
+    url: str,
+    *,
+    enrollment_token: str,
+    name: str,
+    pools: list[str],
+    labels: dict[str, str],
+    hostname: str,
+    version: str = __version__,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """Trade an enrollment token for an agent token; raises ``ApiError`` on refusal."""
+    body = {
+        "enrollment_token": enrollment_token,
+        "name": name,
+        "pools": pools,
+        "labels": labels,
+        "version": version,
+        "hostname": hostname,
+    }
+    with httpx.Client(
+        timeout=DEFAULT_TIMEOUT,
+        transport=transport,
+        headers={"User-Agent": f"switchyard-agent/{version}"},
+    ) as http:
+        response = http.post(url.rstrip("/") + API_PREFIX + "/register", json=body)
+    if response.status_code not in (200, 201):
+        raise ApiError.from_response(response)
+    data = response.json()
+    if not isinstance(data, dict) or not data.get("token"):
+        raise ApiError(response.status_code, "registration response has no token")
+    return data

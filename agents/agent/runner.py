@@ -1,0 +1,329 @@
+"""Job execution: environment, action dispatch, outputs, and the claim → run → report flow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.agent.actions import ACTIONS, ActionResult, JobContext, kill_process_group
+from agents.agent.client import AgentClient, InvalidJobSpec, JobSpec
+
+logger = logging.getLogger("switchyard.agent")
+
+SCRUBBED_ENV = frozenset(
+    {"SWITCHYARD_AGENT_TOKEN", "SWITCHYARD_ENROLLMENT_TOKEN", "SWITCHYARD_BROKER_URL"}
+)
+OUTPUT_FILE_LIMIT = 1024 * 1024
+MASK = "***"
+
+
+def build_environment(
+    spec: JobSpec, output_path: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The child environment: the agent's own (minus its credentials), then the spec's ``env``,
+    then ``params.env``, then the ``SWITCHYARD_*`` job variables, later ones winning.
+
+    Raises ``ValueError`` for a malformed ``params.env``.
+    """
+    inherited = os.environ if base is None else base
+    env = {key: value for key, value in inherited.items() if key not in SCRUBBED_ENV}
+    env.update(spec.env)
+    env.update(_string_mapping(spec.params.get("env"), "params.env"))
+    env.update(
+        SWITCHYARD_EXECUTION_ID=spec.execution_id,
+        SWITCHYARD_JOB_ID=spec.job_id,
+        SWITCHYARD_NODE_ID=spec.node_id,
+        SWITCHYARD_ATTEMPT=str(spec.attempt),
+        SWITCHYARD_WORKFLOW=spec.workflow,
+        SWITCHYARD_OUTPUT=str(output_path),
+    )
+    return env
+
+
+def _string_mapping(value: Any, label: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{label} must be an object of strings")
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(f"{label}: invalid variable name {key!r}")
+        if isinstance(item, bool):
+            result[key] = "true" if item else "false"
+        elif isinstance(item, str | int | float):
+            result[key] = str(item)
+        else:
+            raise ValueError(f"{label}.{key} must be a string")
+    return result
+
+
+def parse_output_file(text: str) -> dict[str, str]:
+    """Parse ``$SWITCHYARD_OUTPUT``: ``key=value`` lines and ``key<<DELIM`` … ``DELIM`` blocks."""
+    outputs: dict[str, str] = {}
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if not line.strip():
+            continue
+        heredoc = line.find("<<")
+        equals = line.find("=")
+        if heredoc > 0 and (equals < 0 or heredoc < equals):
+            key, delimiter = line[:heredoc].strip(), line[heredoc + 2 :].strip()
+            body: list[str] = []
+            while index < len(lines) and lines[index] != delimiter:
+                body.append(lines[index])
+                index += 1
+            if index >= len(lines):
+                logger.warning("output %r: missing closing delimiter %r", key, delimiter)
+            index += 1
+            outputs[key] = "\n".join(body)
+        elif equals > 0:
+            outputs[line[:equals].strip()] = line[equals + 1 :]
+        else:
+            logger.warning("ignoring malformed output line %r", line[:100])
+    return outputs
+
+
+def read_output_file(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(OUTPUT_FILE_LIMIT + 1)
+    except FileNotFoundError:
+        return {}
+    if len(data) > OUTPUT_FILE_LIMIT:
+        logger.warning("%s exceeds %d bytes; ignoring the rest", path, OUTPUT_FILE_LIMIT)
+        data = data[:OUTPUT_FILE_LIMIT]
+    return parse_output_file(data.decode("utf-8", errors="replace"))
+
+
+def _parse_json_stdout(result: ActionResult) -> None:
+    """``parse: json``: the last non-empty stdout line becomes ``outputs["json"]``."""
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    try:
+        if not lines:
+            raise ValueError("stdout is empty")
+        result.outputs["json"] = json.loads(lines[-1])
+    except ValueError as exc:
+        if result.status == "completed":
+            result.status = "failed"
+            result.error = f"parse: json: the last line of stdout is not JSON ({exc})"
+
+
+def mask_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
+    """Replace every secret value in strings (recursively) by ``***``."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {key: mask_secrets(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(item, secrets) for item in value]
+    return value
+
+
+@dataclass
+class _ActiveJob:
+    job_id: str
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+
+class Runner:
+    """Runs claimed jobs and keeps the registry of in-flight jobs for heartbeats and kills."""
+
+    def __init__(self, slots: int = 4, *, kill_grace: float = 2.0):
+        self.slots = slots
+        self.kill_grace = kill_grace
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _ActiveJob] = {}
+
+    def running_jobs(self) -> list[str]:
+        with self._lock:
+            return list(self._jobs)
+
+    def load(self) -> dict[str, int]:
+        with self._lock:
+            return {"slots": self.slots, "busy": len(self._jobs)}
+
+    @contextmanager
+    def track(self, job_id: str) -> Iterator[_ActiveJob]:
+        """Register a job as in flight (reported by heartbeats, killable) for the block."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            owner = job is None
+            if job is None:
+                job = self._jobs[job_id] = _ActiveJob(job_id)
+        try:
+            yield job
+        finally:
+            if owner:
+                with self._lock:
+                    self._jobs.pop(job_id, None)
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the control plane") -> bool:
+        """Kill a job's process group in the background; unknown jobs are ignored."""
+        return self._cancel(job_id, reason) is not None
+
+    def cancel_all(self, reason: str, *, wait: bool = False) -> list[str]:
+        """Kill every in-flight job; with ``wait``, return only once their groups are dead."""
+        cancelled = {job_id: self._cancel(job_id, reason) for job_id in self.running_jobs()}
+        if wait:
+            for killer in cancelled.values():
+                if isinstance(killer, threading.Thread):
+                    killer.join()
+        return [job_id for job_id, killer in cancelled.items() if killer is not None]
+
+    def _cancel(self, job_id: str, reason: str) -> threading.Thread | bool | None:
+        """``None`` if there was nothing to cancel, else the killer thread (or ``True``)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.cancelled.is_set():
+                return None
+            job.cancel_reason = reason
+            job.cancelled.set()
+            process = job.process
+        logger.warning("killing job %s: %s", job_id, reason)
+        return self._kill_in_background(process) if process is not None else True
+
+    def _attach(self, job: _ActiveJob, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            job.process = process
+            cancelled = job.cancelled.is_set()
+        if cancelled:
+            self._kill_in_background(process)
+
+    def _kill_in_background(self, process: subprocess.Popen[bytes]) -> threading.Thread:
+        killer = threading.Thread(
+            target=kill_process_group,
+            args=(process, self.kill_grace),
+            name=f"switchyard-kill-{process.pid}",
+            daemon=True,
+        )
+        killer.start()
+        return killer
+
+    def run(self, spec: JobSpec) -> ActionResult:
+        """Run a claimed job to completion; never raises, every problem becomes a result."""
+        with self.track(spec.job_id) as job:
+            started = time.monotonic()
+            result = self._run(spec, job)
+            if not result.duration_ms:
+                result.duration_ms = int((time.monotonic() - started) * 1000)
+        if spec.mask:
+            result.stdout = mask_secrets(result.stdout, spec.mask)
+            result.stderr = mask_secrets(result.stderr, spec.mask)
+            result.outputs = mask_secrets(result.outputs, spec.mask)
+            result.error = mask_secrets(result.error, spec.mask)
+        return result
+
+    def _run(self, spec: JobSpec, job: _ActiveJob) -> ActionResult:
+        action = ACTIONS.get(spec.action)
+        if action is None:
+            return ActionResult.failure(f"unknown action type '{spec.action}'")
+        parse = spec.params.get("parse")
+        if parse not in (None, "json"):
+            return ActionResult.failure(f"params.parse must be 'json', not {parse!r}")
+        with tempfile.TemporaryDirectory(
+            prefix=f"switchyard-{spec.job_id[:8]}-", ignore_cleanup_errors=True
+        ) as tmp:
+            workdir = Path(tmp)
+            output_path = workdir / "output"
+            output_path.touch(mode=0o600)
+            try:
+                env = build_environment(spec, output_path)
+            except ValueError as exc:
+                return ActionResult.failure(str(exc))
+            ctx = JobContext(
+                job_id=spec.job_id,
+                action=spec.action,
+                params=spec.params,
+                env=env,
+                timeout_s=spec.timeout_s,
+                workdir=workdir,
+                output_path=output_path,
+                execution_id=spec.execution_id,
+                node_id=spec.node_id,
+                attempt=spec.attempt,
+                workflow=spec.workflow,
+                cancelled=job.cancelled,
+                process_started=lambda process: self._attach(job, process),
+            )
+            if job.cancelled.is_set():
+                return ActionResult.failure(job.cancel_reason)
+            try:
+                result = action(ctx)
+            except Exception as exc:
+                logger.exception("action %r crashed on job %s", spec.action, spec.job_id)
+                return ActionResult.failure(f"agent error in action '{spec.action}': {exc}")
+            finally:
+                with self._lock:
+                    job.process = None
+            result.outputs = {**result.outputs, **read_output_file(output_path)}
+        if parse == "json":
+            _parse_json_stdout(result)
+        if job.cancelled.is_set() and result.status != "timeout":
+            result.status, result.error = "failed", job.cancel_reason
+        return result
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResult | None:
+    """Claim → run → report one job; the broker message contributes nothing but ``job_id``.
+
+    Returns the result, or ``None`` when the job was not ours to run (409/404 on claim, or a
+    message that does not carry a job id). ``ClaimUnavailable`` propagates so the caller can
+    return the message to the broker.
+    """
+    try:
+        job_id = str(uuid.UUID(str(job_id)))
+    except ValueError:
+        logger.warning("dropping message with an invalid job id %r", str(job_id)[:100])
+        return None
+
+    try:
+        spec = client.claim(job_id)
+    except InvalidJobSpec as exc:
+        logger.error("job %s: unusable claim response: %s", job_id, exc)
+        if exc.lease is None:
+            return None
+        now = _now()
+        result = ActionResult.failure(f"invalid job spec: {exc}")
+        client.complete(job_id, _report(exc.lease, result, now, now))
+        return result
+    if spec is None:
+        return None
+
+    logger.info("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
+    with runner.track(job_id):
+        started_at = _now()
+        result = runner.run(spec)
+        finished_at = _now()
+        logger.info("job %s finished: %s %s", job_id, result.status, result.error or "")
+        client.complete(job_id, _report(spec.lease, result, started_at, finished_at))
+    return result
+
+
+def _report(lease: str, result: ActionResult, started_at: str, finished_at: str) -> dict[str, Any]:
+    return {"lease": lease, **asdict(result), "started_at": started_at, "finished_at": finished_at}

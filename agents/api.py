@@ -1,0 +1,155 @@
+"""The agent protocol (`/api/agent/v1/…`) and the agent registry API (`/api/v1/agents/…`)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from rest_framework import permissions, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.authentication import AgentTokenAuthentication, IsAgent
+from agents.models import Agent, AgentPool, EnrollmentToken
+from agents.serializers import (
+    AgentPoolSerializer,
+    AgentSerializer,
+    CompleteSerializer,
+    EnrollmentTokenSerializer,
+    HeartbeatSerializer,
+    RegisterSerializer,
+)
+from agents.services import (
+    AgentNameTaken,
+    EnrollmentRefused,
+    create_enrollment_token,
+    record_heartbeat,
+    register_agent,
+)
+from executions.services import (
+    ExecutionConflict,
+    JobNotFound,
+    JobReport,
+    claim_job,
+    job_spec,
+    report_job_result,
+)
+from orchestrator.api_errors import Conflict
+
+
+def parse_job_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as error:
+        raise NotFound("No such job.") from error
+
+
+class AgentView(APIView):
+    authentication_classes = [AgentTokenAuthentication]
+    permission_classes = [IsAgent]
+
+
+class RegisterView(APIView):
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+
+    def post(self, request):
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            agent, token = register_agent(
+                enrollment_token=data["enrollment_token"],
+                name=data["name"],
+                pools=data["pools"],
+                labels=data["labels"],
+                version=data["version"],
+                hostname=data["hostname"],
+            )
+        except EnrollmentRefused as error:
+            raise PermissionDenied(str(error)) from error
+        except AgentNameTaken as error:
+            raise Conflict(str(error)) from error
+        return Response(
+            {
+                "name": agent.name,
+                "token": token,
+                "pools": agent.pools,
+                "labels": agent.labels,
+                "queues": agent.queues,
+                "broker_url": settings.SWITCHYARD_AGENT_BROKER_URL,
+                "heartbeat_interval": settings.SWITCHYARD_HEARTBEAT_INTERVAL,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class HeartbeatView(AgentView):
+    def post(self, request):
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        cancel = record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
+        return Response({"ok": True, "cancel": cancel})
+
+
+class ClaimView(AgentView):
+    def post(self, request, job_id: str):
+        try:
+            job = claim_job(request.auth, parse_job_id(job_id))
+        except JobNotFound as error:
+            raise NotFound("No such job.") from error
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        return Response(job_spec(job))
+
+
+class CompleteView(AgentView):
+    def post(self, request, job_id: str):
+        serializer = CompleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            job, applied = report_job_result(
+                request.auth, parse_job_id(job_id), JobReport(**serializer.validated_data)
+            )
+        except JobNotFound as error:
+            raise NotFound("No such job.") from error
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        return Response({"job_id": str(job.pk), "status": job.status, "applied": applied})
+
+
+class AgentListView(APIView):
+    def get(self, request):
+        return Response({"results": AgentSerializer(Agent.objects.all(), many=True).data})
+
+
+class PoolListView(APIView):
+    def get(self, request):
+        agents = list(Agent.objects.all())
+        pools = AgentPool.objects.all()
+        data = AgentPoolSerializer(pools, many=True, context={"agents": agents}).data
+        return Response({"results": data})
+
+
+class EnrollmentTokenListView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    def get(self, request):
+        tokens = EnrollmentToken.objects.all()
+        return Response({"results": EnrollmentTokenSerializer(tokens, many=True).data})
+
+    def post(self, request):
+        serializer = EnrollmentTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        token, raw = create_enrollment_token(
+            description=data.get("description", ""),
+            pools=data.get("pools"),
+            max_uses=data.get("max_uses"),
+            expires_at=data.get("expires_at"),
+            user=request.user,
+        )
+        body = EnrollmentTokenSerializer(token).data | {"token": raw}
+        return Response(body, status=status.HTTP_201_CREATED)

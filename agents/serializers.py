@@ -1,0 +1,131 @@
+"""Request and response shapes of the agent protocol and the agent registry API."""
+
+from __future__ import annotations
+
+import re
+
+from rest_framework import serializers
+
+from agents.models import Agent, AgentPool, EnrollmentToken
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def validate_name(value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise serializers.ValidationError(
+            "use letters, digits, '.', '_' or '-' (max 100, starting with a letter or digit)"
+        )
+    return value
+
+
+class RegisterSerializer(serializers.Serializer):
+    enrollment_token = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=100, validators=[validate_name])
+    pools = serializers.ListField(
+        child=serializers.CharField(max_length=100, validators=[validate_name]),
+        required=False,
+        default=list,
+        max_length=50,
+    )
+    labels = serializers.DictField(
+        child=serializers.CharField(max_length=200), required=False, default=dict
+    )
+    version = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
+    hostname = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    running_jobs = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, default=list, max_length=1000
+    )
+    version = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
+    load = serializers.DictField(required=False, default=dict)
+
+
+class CompleteSerializer(serializers.Serializer):
+    lease = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["completed", "failed", "timeout"])
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    stdout = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", trim_whitespace=False
+    )
+    stderr = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", trim_whitespace=False
+    )
+    outputs = serializers.DictField(required=False, allow_null=True, default=dict)
+    http = serializers.DictField(required=False, allow_null=True, default=None)
+    duration_ms = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=0
+    )
+    error = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=10000
+    )
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    finished_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate(self, attrs: dict) -> dict:
+        for key in ("stdout", "stderr", "error"):
+            attrs[key] = attrs.get(key) or ""
+        attrs["outputs"] = attrs.get("outputs") or {}
+        return attrs
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "name",
+            "status",
+            "pools",
+            "labels",
+            "version",
+            "hostname",
+            "last_heartbeat",
+            "running_jobs",
+            "load",
+            "registered_at",
+        ]
+
+
+class AgentPoolSerializer(serializers.ModelSerializer):
+    agents = serializers.SerializerMethodField()
+    online = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AgentPool
+        fields = ["name", "description", "agents", "online"]
+
+    def members(self, pool: AgentPool) -> list[Agent]:
+        return [a for a in self.context["agents"] if pool.name in a.pools]
+
+    def get_agents(self, pool: AgentPool) -> list[str]:
+        return [agent.name for agent in self.members(pool)]
+
+    def get_online(self, pool: AgentPool) -> int:
+        return sum(1 for agent in self.members(pool) if agent.status == "online")
+
+
+class EnrollmentTokenSerializer(serializers.ModelSerializer):
+    pools = serializers.ListField(
+        child=serializers.CharField(max_length=100, validators=[validate_name]),
+        required=False,
+        default=list,
+    )
+
+    class Meta:
+        model = EnrollmentToken
+        fields = [
+            "id",
+            "description",
+            "prefix",
+            "pools",
+            "max_uses",
+            "uses",
+            "expires_at",
+            "revoked_at",
+            "created_at",
+        ]
+        read_only_fields = ["id", "prefix", "uses", "revoked_at", "created_at"]

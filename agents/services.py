@@ -1,0 +1,113 @@
+"""Agent enrollment, authentication and heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.models import Agent, AgentPool, EnrollmentToken
+from orchestrator.tokens import hash_token, issue_token
+
+
+class EnrollmentRefused(Exception):
+    """The enrollment token is unknown, revoked, expired or used up."""
+
+
+class AgentNameTaken(Exception):
+    """An agent with that name is already registered."""
+
+
+def create_enrollment_token(
+    *,
+    description: str = "",
+    pools: list[str] | None = None,
+    max_uses: int | None = None,
+    expires_at: datetime | None = None,
+    user=None,
+) -> tuple[EnrollmentToken, str]:
+    """Create an enrollment token; returns the row and the raw token (shown once)."""
+    issued = issue_token("e")
+    token = EnrollmentToken.objects.create(
+        description=description,
+        digest=issued.digest,
+        prefix=issued.prefix,
+        pools=pools or [],
+        max_uses=max_uses,
+        expires_at=expires_at,
+        created_by=user,
+    )
+    return token, issued.raw
+
+
+def ensure_pools(names: list[str]) -> None:
+    existing = set(AgentPool.objects.filter(name__in=names).values_list("name", flat=True))
+    AgentPool.objects.bulk_create(
+        [AgentPool(name=name) for name in names if name not in existing], ignore_conflicts=True
+    )
+
+
+@transaction.atomic
+def register_agent(
+    *,
+    enrollment_token: str | None,
+    name: str,
+    pools: list[str],
+    labels: dict[str, str],
+    version: str = "",
+    hostname: str = "",
+    replace: bool = False,
+) -> tuple[Agent, str]:
+    """Trade an enrollment token for a per-agent token. `replace` re-enrolls an existing name
+    (rotating its token); `enrollment_token=None` is only for trusted local callers."""
+    token_row = None
+    if enrollment_token is not None:
+        token_row = (
+            EnrollmentToken.objects.select_for_update()
+            .filter(digest=hash_token(enrollment_token))
+            .first()
+        )
+        if token_row is None or not token_row.usable():
+            raise EnrollmentRefused("enrollment token is invalid, revoked, expired or used up")
+        pools = pools or token_row.pools
+    pools = sorted(set(pools or ["default"]))
+    issued = issue_token("a")
+    agent = Agent.objects.select_for_update().filter(name=name).first()
+    if agent and not replace:
+        raise AgentNameTaken(f"agent '{name}' is already registered")
+    if agent is None:
+        agent = Agent(name=name)
+    agent.pools = pools
+    agent.labels = labels
+    agent.version = version
+    agent.hostname = hostname
+    agent.token_digest = issued.digest
+    agent.token_prefix = issued.prefix
+    agent.enrollment_token = token_row
+    agent.revoked_at = None
+    agent.save()
+    ensure_pools(pools)
+    if token_row is not None:
+        EnrollmentToken.objects.filter(pk=token_row.pk).update(uses=F("uses") + 1)
+    return agent, issued.raw
+
+
+def authenticate_agent(raw_token: str) -> Agent | None:
+    agent = Agent.objects.filter(token_digest=hash_token(raw_token)).first()
+    if agent is None or agent.revoked_at or agent.is_disabled:
+        return None
+    return agent
+
+
+def record_heartbeat(agent: Agent, running_jobs: list[str], version: str, load: dict[str, Any]):
+    """Store liveness; return the running job ids the agent must kill (none until kill lands)."""
+    Agent.objects.filter(pk=agent.pk).update(
+        last_heartbeat=timezone.now(),
+        running_jobs=running_jobs,
+        version=version or agent.version,
+        load=load,
+    )
+    return []

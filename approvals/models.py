@@ -1,0 +1,2 @@
+"""Approval requests arrive with the approvals work; the engine already treats `approval` nodes
+as a node type (see `orchestrator.engine`)."""

@@ -1,0 +1,164 @@
+"""API shapes of executions, jobs and log events (field names are part of the contract)."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from rest_framework import serializers
+
+from executions.models import JOB_TERMINAL, Execution, ExecutionEvent, Job
+from orchestrator.services import spec_for_version
+
+DETAIL_LOG_LIMIT = 1000
+
+
+class JobSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.name", default=None)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "node_id",
+            "action",
+            "attempt",
+            "status",
+            "agent",
+            "pool",
+            "queue",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "outputs",
+            "http",
+            "error",
+            "params",
+            "timeout_s",
+            "not_before",
+            "queued_at",
+            "dispatched_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExecutionEvent
+        fields = ["id", "timestamp", "level", "kind", "node_id", "job", "message", "data"]
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    """List row: no nodes, jobs or log."""
+
+    workflow = serializers.CharField(source="workflow.slug")
+    version = serializers.IntegerField(source="version.number")
+    duration_ms = serializers.IntegerField(read_only=True)
+    jobs_total = serializers.SerializerMethodField()
+    jobs_done = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "version",
+            "status",
+            "trigger",
+            "labels",
+            "error",
+            "rerun_of",
+            "parent",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "jobs_total",
+            "jobs_done",
+        ]
+
+    def job_counts(self, execution: Execution) -> tuple[int, int]:
+        return self.context.get("job_counts", {}).get(execution.pk, (0, 0))
+
+    def get_jobs_total(self, execution: Execution) -> int:
+        return self.job_counts(execution)[0]
+
+    def get_jobs_done(self, execution: Execution) -> int:
+        return self.job_counts(execution)[1]
+
+
+class ExecutionDetailSerializer(serializers.ModelSerializer):
+    workflow = serializers.CharField(source="workflow.slug")
+    version = serializers.IntegerField(source="version.number")
+    duration_ms = serializers.IntegerField(read_only=True)
+    nodes = serializers.SerializerMethodField()
+    jobs = JobSerializer(many=True, read_only=True)
+    log = serializers.SerializerMethodField()
+    approvals = serializers.SerializerMethodField()
+    definition = serializers.JSONField(source="version.definition", read_only=True)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "version",
+            "status",
+            "trigger",
+            "inputs",
+            "vars",
+            "outputs",
+            "labels",
+            "error",
+            "rerun_of",
+            "parent",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "nodes",
+            "jobs",
+            "approvals",
+            "log",
+            "definition",
+        ]
+
+    def get_nodes(self, execution: Execution) -> list[dict]:
+        spec = spec_for_version(execution.version)
+        return [
+            {
+                "id": node.id,
+                "type": node.type,
+                "action": node.action,
+                "status": execution.nodes.get(node.id, {}).get("status", "pending"),
+                "reason": execution.nodes.get(node.id, {}).get("reason", ""),
+            }
+            for node in spec.nodes.values()
+        ]
+
+    def get_log(self, execution: Execution) -> list[dict]:
+        events = execution.events.all().order_by("-id")[:DETAIL_LOG_LIMIT]
+        return EventSerializer(reversed(list(events)), many=True).data
+
+    def get_approvals(self, execution: Execution) -> list:
+        return []
+
+
+def execution_detail_queryset() -> QuerySet[Execution]:
+    return Execution.objects.select_related("workflow", "version").prefetch_related(
+        Prefetch(
+            "jobs", queryset=Job.objects.select_related("agent").order_by("queued_at", "attempt")
+        )
+    )
+
+
+def job_counts_for(execution_ids: list) -> dict:
+    """`{execution_id: (total, done)}` for a page of executions in one grouped query."""
+    from django.db.models import Count, Q
+
+    rows = (
+        Job.objects.filter(execution_id__in=execution_ids)
+        .values("execution_id")
+        .annotate(total=Count("id"), done=Count("id", filter=Q(status__in=JOB_TERMINAL)))
+    )
+    return {row["execution_id"]: (row["total"], row["done"]) for row in rows}

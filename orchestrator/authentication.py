@@ -1,0 +1,53 @@
+"""`Authorization: Token <key>` for users, checked against hashed `ApiToken` rows."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from orchestrator.models import ApiToken
+from orchestrator.tokens import hash_token
+
+# last_used_at is informational; writing it on every request would put a write on the hot path.
+LAST_USED_RESOLUTION_S = 60
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header.")
+        try:
+            raw = header[1].decode()
+        except UnicodeDecodeError as error:
+            raise exceptions.AuthenticationFailed("Invalid token header.") from error
+        token = (
+            ApiToken.objects.select_related("user")
+            .filter(digest=hash_token(raw), revoked_at__isnull=True)
+            .first()
+        )
+        if token is None or not token.user.is_active:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        now = timezone.now()
+        if (
+            token.last_used_at is None
+            or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S
+        ):
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+def create_api_token(user, name: str = "") -> str:
+    """Issue a new API token for `user` and return the raw key (shown once)."""
+    from orchestrator.tokens import issue_token
+
+    issued = issue_token("u")
+    ApiToken.objects.create(user=user, name=name, prefix=issued.prefix, digest=issued.digest)
+    return issued.raw

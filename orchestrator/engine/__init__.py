@@ -1,0 +1,80 @@
+"""Switchyard's pure-Python workflow engine: definitions, templates and the graph planner.
+
+Nothing here imports Django, so the engine can be unit- and property-tested in isolation.
+"""
+
+from .definition import (
+    ACTION_TYPES,
+    EDGE_KINDS,
+    EDGES_BY_TYPE,
+    INPUT_TYPES,
+    NODE_TYPES,
+    TRIGGER_TYPES,
+    ActionSchema,
+    DefinitionError,
+    InputSpec,
+    NodeSpec,
+    ParamSpec,
+    RetryPolicy,
+    ValidationIssue,
+    WorkflowSpec,
+    coerce_inputs,
+    load_definition,
+    register_action,
+)
+from .durations import parse_duration
+from .planner import (
+    OUTCOMES_BY_TYPE,
+    RESOLVED_STATUSES,
+    EngineEvent,
+    NodeState,
+    NodeStatus,
+    Plan,
+    plan_execution,
+    resolve_node,
+)
+from .templates import (
+    TemplateError,
+    check_expression,
+    check_syntax,
+    evaluate_expression,
+    is_template,
+    render_value,
+    shell_quote,
+)
+
+__all__ = [
+    "ACTION_TYPES",
+    "EDGES_BY_TYPE",
+    "EDGE_KINDS",
+    "INPUT_TYPES",
+    "NODE_TYPES",
+    "OUTCOMES_BY_TYPE",
+    "RESOLVED_STATUSES",
+    "TRIGGER_TYPES",
+    "ActionSchema",
+    "DefinitionError",
+    "EngineEvent",
+    "InputSpec",
+    "NodeSpec",
+    "NodeState",
+    "NodeStatus",
+    "ParamSpec",
+    "Plan",
+    "RetryPolicy",
+    "TemplateError",
+    "ValidationIssue",
+    "WorkflowSpec",
+    "check_expression",
+    "check_syntax",
+    "coerce_inputs",
+    "evaluate_expression",
+    "is_template",
+    "load_definition",
+    "parse_duration",
+    "plan_execution",
+    "register_action",
+    "render_value",
+    "resolve_node",
+    "shell_quote",
+]

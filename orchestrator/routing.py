@@ -1,0 +1,3 @@
+"""WebSocket routes. Live execution streams arrive with the live-updates work."""
+
+websocket_urlpatterns: list = []

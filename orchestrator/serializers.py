@@ -1,0 +1,130 @@
+"""API shapes for workflows and versions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import serializers
+
+from orchestrator.models import Workflow, WorkflowVersion
+
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+
+
+class DefinitionField(serializers.Field):
+    """A workflow definition: YAML/JSON text or an already-parsed object."""
+
+    default_error_messages = {"invalid": "must be YAML/JSON text or an object"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            if not data.strip():
+                self.fail("invalid")
+            if len(data) > 1_000_000:
+                raise serializers.ValidationError("definition is larger than 1 MB")
+            return data
+        if isinstance(data, dict):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class LabelsField(serializers.DictField):
+    """Free-form `key: value` labels used to filter executions."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=serializers.CharField(max_length=200, allow_blank=True), **kwargs)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        labels = super().to_internal_value(data)
+        bad = [key for key in labels if not LABEL_KEY.match(key)]
+        if bad:
+            raise serializers.ValidationError(
+                {key: ["label keys use letters, digits, '_', '.', '/' or '-'"] for key in bad}
+            )
+        if len(labels) > 50:
+            raise serializers.ValidationError("at most 50 labels")
+        return labels
+
+
+class DefinitionRequestSerializer(serializers.Serializer):
+    definition = DefinitionField()
+
+
+class PublishRequestSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, required=False)
+
+
+class ExecuteRequestSerializer(serializers.Serializer):
+    inputs = serializers.DictField(required=False, default=dict)
+    labels = LabelsField(required=False, default=dict)
+    version = serializers.IntegerField(min_value=1, required=False)
+
+
+class WorkflowPatchSerializer(serializers.Serializer):
+    is_active = serializers.BooleanField(required=False)
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["number", "definition", "source", "created_by", "created_at"]
+
+
+class VersionSummarySerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["number", "created_by", "created_at"]
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    published_version = serializers.IntegerField(source="published_version.number", default=None)
+    latest_version = serializers.IntegerField(source="latest_version_number")
+    triggers = serializers.SerializerMethodField()
+    inputs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "slug",
+            "name",
+            "description",
+            "is_active",
+            "published_version",
+            "latest_version",
+            "triggers",
+            "inputs",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_triggers(self, workflow: Workflow) -> list:
+        version = workflow.published_version
+        return list(version.definition.get("triggers", [])) if version else []
+
+    def get_inputs(self, workflow: Workflow) -> dict:
+        version = workflow.published_version
+        return dict(version.definition.get("inputs", {})) if version else {}
+
+
+class WorkflowDetailSerializer(WorkflowSerializer):
+    definition = serializers.SerializerMethodField()
+    versions = serializers.SerializerMethodField()
+
+    class Meta(WorkflowSerializer.Meta):
+        fields = [*WorkflowSerializer.Meta.fields, "definition", "versions"]
+
+    def get_definition(self, workflow: Workflow) -> dict | None:
+        version = workflow.published_version
+        return version.definition if version else None
+
+    def get_versions(self, workflow: Workflow) -> list:
+        versions = workflow.versions.select_related("created_by").order_by("-number")
+        return VersionSummarySerializer(versions, many=True).data

@@ -1,0 +1,113 @@
+"""Workflow definitions: validate, store as immutable versions, publish."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from django.db import transaction
+
+from orchestrator.engine import DefinitionError, ValidationIssue, WorkflowSpec, load_definition
+from orchestrator.models import Workflow, WorkflowVersion
+
+# Node types the engine models but whose runtime arrives with later work (approvals, waits,
+# sub-workflows). Refusing them at save time is better than a run that stalls on them.
+UNSUPPORTED_NODE_TYPES = frozenset({"approval", "wait", "workflow"})
+SPEC_CACHE_SIZE = 512
+spec_cache: OrderedDict[int, WorkflowSpec] = OrderedDict()
+
+
+def validate_definition(definition: str | Mapping[str, Any]) -> WorkflowSpec:
+    """Parse and validate a definition (YAML/JSON text or a mapping); raise DefinitionError."""
+    if not isinstance(definition, str | Mapping):
+        raise DefinitionError([ValidationIssue("", "must be YAML/JSON text or an object")])
+    spec = load_definition(definition)
+    issues = [
+        ValidationIssue(f"nodes[{index}].type", f"node type '{node.type}' is not supported yet")
+        for index, node in enumerate(spec.nodes.values())
+        if node.type in UNSUPPORTED_NODE_TYPES
+    ]
+    if issues:
+        raise DefinitionError(issues)
+    return spec
+
+
+def source_text(definition: str | Mapping[str, Any]) -> str:
+    if isinstance(definition, str):
+        return definition
+    return yaml.safe_dump(json.loads(json.dumps(definition)), sort_keys=False)
+
+
+def spec_for_version(version: WorkflowVersion) -> WorkflowSpec:
+    """The parsed spec of a version. Versions never change, so parsing is cached per process."""
+    spec = spec_cache.get(version.pk)
+    if spec is not None:
+        spec_cache.move_to_end(version.pk)
+        return spec
+    spec = load_definition(version.definition)
+    spec_cache[version.pk] = spec
+    if len(spec_cache) > SPEC_CACHE_SIZE:
+        spec_cache.popitem(last=False)
+    return spec
+
+
+def definition_error(issues: list[ValidationIssue], prefix: str = "definition") -> DefinitionError:
+    error = DefinitionError(issues)
+    error.path_prefix = prefix
+    return error
+
+
+@transaction.atomic
+def create_workflow(definition: str | Mapping[str, Any], user=None) -> Workflow:
+    """Create a workflow from a definition; its first version is published at once."""
+    spec = validate_definition(definition)
+    if Workflow.objects.filter(slug=spec.slug).exists():
+        raise definition_error([ValidationIssue("slug", f"workflow '{spec.slug}' already exists")])
+    workflow = Workflow.objects.create(
+        slug=spec.slug, name=spec.name, description=spec.description, created_by=user
+    )
+    version = save_version(workflow, spec, source_text(definition), user)
+    workflow.published_version = version
+    workflow.save(update_fields=["published_version", "updated_at"])
+    return workflow
+
+
+def save_version(workflow: Workflow, spec: WorkflowSpec, source: str, user=None) -> WorkflowVersion:
+    locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+    number = locked.latest_version_number + 1
+    version = WorkflowVersion.objects.create(
+        workflow=locked, number=number, definition=spec.raw, source=source, created_by=user
+    )
+    Workflow.objects.filter(pk=workflow.pk).update(
+        latest_version_number=number, name=spec.name, description=spec.description
+    )
+    workflow.latest_version_number = number
+    workflow.name = spec.name
+    workflow.description = spec.description
+    return version
+
+
+@transaction.atomic
+def add_version(workflow: Workflow, definition: str | Mapping[str, Any], user=None):
+    """Save a new draft version of an existing workflow (the slug must match)."""
+    spec = validate_definition(definition)
+    if spec.slug != workflow.slug:
+        raise definition_error(
+            [ValidationIssue("slug", f"must be '{workflow.slug}' (the workflow's slug)")]
+        )
+    return save_version(workflow, spec, source_text(definition), user)
+
+
+@transaction.atomic
+def publish_version(workflow: Workflow, number: int | None = None) -> WorkflowVersion:
+    """Publish `number` (default: the latest); triggers and plain executes run it."""
+    versions = WorkflowVersion.objects.filter(workflow=workflow)
+    version = versions.filter(number=number).first() if number else versions.first()
+    if version is None:
+        raise LookupError(number)
+    Workflow.objects.filter(pk=workflow.pk).update(published_version=version)
+    workflow.published_version = version
+    return version

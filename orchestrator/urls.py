@@ -1,0 +1,49 @@
+"""URL map: REST API v1, agent protocol v1, probes, schema and admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from agents import api as agent_api
+from executions import api as execution_api
+from orchestrator import api as workflow_api
+from orchestrator.health import healthz, readyz
+
+api_v1 = [
+    path("workflows/", workflow_api.WorkflowListView.as_view()),
+    path("workflows/validate/", workflow_api.ValidateView.as_view()),
+    path("workflows/<slug:slug>/", workflow_api.WorkflowDetailView.as_view()),
+    path("workflows/<slug:slug>/versions/", workflow_api.VersionListView.as_view()),
+    path("workflows/<slug:slug>/publish/", workflow_api.PublishView.as_view()),
+    path("workflows/<slug:slug>/execute/", workflow_api.ExecuteView.as_view()),
+    path("executions/", execution_api.ExecutionListView.as_view()),
+    path("executions/<str:execution_id>/", execution_api.ExecutionDetailView.as_view()),
+    path("executions/<str:execution_id>/log/", execution_api.ExecutionLogView.as_view()),
+    path(
+        "executions/<str:execution_id>/jobs/<str:job_id>/output/",
+        execution_api.JobOutputView.as_view(),
+    ),
+    path("executions/<str:execution_id>/cancel/", execution_api.CancelView.as_view()),
+    path("agents/", agent_api.AgentListView.as_view()),
+    path("agents/enrollment-tokens/", agent_api.EnrollmentTokenListView.as_view()),
+    path("pools/", agent_api.PoolListView.as_view()),
+]
+
+agent_v1 = [
+    path("register", agent_api.RegisterView.as_view()),
+    path("heartbeat", agent_api.HeartbeatView.as_view()),
+    path("jobs/<str:job_id>/claim", agent_api.ClaimView.as_view()),
+    path("jobs/<str:job_id>/complete", agent_api.CompleteView.as_view()),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("healthz", healthz),
+    path("readyz", readyz),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema")),
+    path("api/v1/", include(api_v1)),
+    path("api/agent/v1/", include(agent_v1)),
+]

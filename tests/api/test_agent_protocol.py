@@ -1,0 +1,186 @@
+"""Agent protocol: registration, claim (one winner), fenced and idempotent reports, advancing."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from agents.models import Agent, EnrollmentToken
+from agents.services import create_enrollment_token, register_agent
+from executions.models import Execution, Job
+from orchestrator.services import create_workflow
+from orchestrator.tokens import hash_token
+
+CHAIN = {
+    "slug": "chain",
+    "inputs": {"name": {"type": "string", "default": "x"}},
+    "nodes": [
+        {
+            "id": "first",
+            "action": "shell",
+            "with": {"command": "echo one"},
+            "on": {"success": "second"},
+        },
+        {
+            "id": "second",
+            "action": "shell",
+            "with": {"command": "echo got {{ nodes.first.output.outputs.value }}"},
+        },
+    ],
+}
+
+
+def agent_client(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def agent_token(db):
+    _, token = register_agent(enrollment_token=None, name="a1", pools=["default"], labels={})
+    return token
+
+
+@pytest.fixture
+def execution(api, db):
+    create_workflow(CHAIN)
+    response = api.post("/api/v1/workflows/chain/execute/", {}, format="json")
+    return Execution.objects.get(pk=response.json()["id"])
+
+
+def complete(client, job_id, lease, **fields):
+    body = {"lease": str(lease), "status": "completed", "exit_code": 0, "stdout": "ok\n"} | fields
+    return client.post(f"/api/agent/v1/jobs/{job_id}/complete", body, format="json")
+
+
+@pytest.mark.django_db
+def test_register_stores_only_a_digest_and_respects_the_enrollment_token():
+    _, raw = create_enrollment_token(max_uses=1, pools=["linux"])
+    client = APIClient()
+    response = client.post(
+        "/api/agent/v1/register",
+        {"enrollment_token": raw, "name": "web-01", "labels": {"os": "linux"}},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["queues"] == ["pool.linux", "agent.web-01"]
+    agent = Agent.objects.get(name="web-01")
+    assert agent.token_digest == hash_token(body["token"]) and body["token"] not in str(
+        Agent.objects.values().get()
+    )
+    assert EnrollmentToken.objects.get().uses == 1
+    again = client.post(
+        "/api/agent/v1/register", {"enrollment_token": raw, "name": "web-02"}, format="json"
+    )
+    assert again.status_code == 403
+    bad = client.post("/api/agent/v1/register", {"name": "has space"}, format="json")
+    assert bad.status_code == 400
+    assert {e["path"] for e in bad.json()["errors"]} == {"enrollment_token", "name"}
+
+
+@pytest.mark.django_db
+def test_claim_complete_advances_the_graph(execution, agent_token):
+    client = agent_client(agent_token)
+    first = Job.objects.get(execution=execution, node_id="first")
+    claim = client.post(f"/api/agent/v1/jobs/{first.pk}/claim", {}, format="json")
+    assert claim.status_code == 200, claim.content
+    spec = claim.json()
+    assert spec["params"] == {"command": "echo one"} and spec["attempt"] == 1
+    assert client.post(f"/api/agent/v1/jobs/{first.pk}/claim").status_code == 409
+
+    response = complete(client, first.pk, spec["lease"], outputs={"value": "42"})
+    assert response.status_code == 200 and response.json()["applied"] is True
+    second = Job.objects.get(execution=execution, node_id="second")
+    assert second.params == {"command": "echo got 42"}
+    assert second.status in ("pending", "dispatched")
+
+    repeat = complete(client, first.pk, spec["lease"], outputs={"value": "42"})
+    assert repeat.status_code == 200 and repeat.json()["applied"] is False
+    assert Job.objects.filter(execution=execution).count() == 2
+
+    stale = complete(client, first.pk, uuid.uuid4())
+    assert stale.status_code == 409
+    execution.refresh_from_db()
+    assert execution.nodes["first"]["status"] == "completed"
+
+
+@pytest.mark.django_db
+def test_claim_refuses_other_queues_unknown_jobs_and_bad_tokens(execution, agent_token):
+    _, other = register_agent(enrollment_token=None, name="a2", pools=["gpu"], labels={})
+    job = Job.objects.get(execution=execution, node_id="first")
+    assert agent_client(other).post(f"/api/agent/v1/jobs/{job.pk}/claim").status_code == 409
+    client = agent_client(agent_token)
+    assert client.post(f"/api/agent/v1/jobs/{uuid.uuid4()}/claim").status_code == 404
+    assert client.post("/api/agent/v1/jobs/not-a-uuid/claim").status_code == 404
+    assert agent_client("nope").post(f"/api/agent/v1/jobs/{job.pk}/claim").status_code == 401
+    Agent.objects.filter(name="a1").update(is_disabled=True)
+    assert client.post(f"/api/agent/v1/jobs/{job.pk}/claim").status_code == 401
+
+
+@pytest.mark.django_db
+def test_reports_are_validated(execution, agent_token):
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    bad = client.post(
+        f"/api/agent/v1/jobs/{job.pk}/complete",
+        {"lease": "x", "status": "weird", "duration_ms": -1},
+        format="json",
+    )
+    assert bad.status_code == 400
+    assert {e["path"] for e in bad.json()["errors"]} == {"lease", "status", "duration_ms"}
+    assert complete(client, job.pk, lease, status="failed", exit_code=2).status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == "failed"
+    assert "first" in execution.error
+
+
+@pytest.mark.django_db
+def test_cancel_stops_new_work(api, execution):
+    response = api.post(f"/api/v1/executions/{execution.pk}/cancel/", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert Job.objects.get(execution=execution).status == "cancelled"
+    again = api.post(f"/api/v1/executions/{execution.pk}/cancel/", {}, format="json")
+    assert again.status_code == 409
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_have_exactly_one_winner():
+    if connection.vendor != "postgresql":
+        pytest.fail("needs PostgreSQL")
+    from django.contrib.auth import get_user_model
+
+    from executions.services import start_execution
+
+    workflow = create_workflow(CHAIN)
+    get_user_model().objects.create_user("racer")
+    execution = start_execution(workflow)
+    job = Job.objects.get(execution=execution)
+    tokens = [
+        register_agent(enrollment_token=None, name=f"r{i}", pools=["default"], labels={})[1]
+        for i in range(8)
+    ]
+    barrier = threading.Barrier(len(tokens))
+    results: list[int] = []
+
+    def claim(token: str) -> None:
+        try:
+            barrier.wait()
+            response = agent_client(token).post(f"/api/agent/v1/jobs/{job.pk}/claim")
+            results.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200] + [409] * 7

@@ -1,0 +1,145 @@
+"""Executions list/detail/log: filters, cursor pagination, bounded query counts, 4xx errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from agents.services import register_agent
+from executions.models import Execution
+from executions.services import claim_job, start_execution
+from orchestrator.models import Workflow
+from orchestrator.services import create_workflow
+
+pytestmark = pytest.mark.django_db
+
+FANOUT = {
+    "slug": "fanout",
+    "nodes": [
+        {
+            "id": "root",
+            "action": "shell",
+            "with": {"command": "true"},
+            "on": {"success": ["a", "b", "c"]},
+        },
+        {"id": "a", "action": "shell", "with": {"command": "true"}},
+        {"id": "b", "action": "shell", "with": {"command": "true"}},
+        {"id": "c", "action": "shell", "with": {"command": "true"}},
+    ],
+}
+OTHER = {"slug": "other", "nodes": [{"id": "x", "action": "shell", "with": {"command": "true"}}]}
+
+
+@pytest.fixture
+def workflows(db):
+    return create_workflow(FANOUT), create_workflow(OTHER)
+
+
+def test_list_is_newest_first_with_filters(api, workflows):
+    fanout, other = workflows
+    runs = [start_execution(fanout, labels={"env": "prod"}) for _ in range(3)]
+    runs.append(start_execution(other, labels={"env": "dev"}))
+    body = api.get("/api/v1/executions/").json()
+    assert [row["id"] for row in body["results"]] == [str(r.pk) for r in reversed(runs)]
+    assert body["results"][0]["jobs_total"] == 1 and body["results"][0]["jobs_done"] == 0
+    by_workflow = api.get("/api/v1/executions/?workflow=other").json()["results"]
+    assert [row["workflow"] for row in by_workflow] == ["other"]
+    assert len(api.get("/api/v1/executions/?label=env=prod").json()["results"]) == 3
+    assert len(api.get("/api/v1/executions/?status=running,completed").json()["results"]) == 4
+    assert api.get("/api/v1/executions/?status=completed").json()["results"] == []
+    assert len(api.get("/api/v1/executions/?trigger=manual").json()["results"]) == 4
+
+
+def test_bad_filters_are_400_with_paths(api, workflows):
+    response = api.get("/api/v1/executions/?status=bogus&since=yesterday")
+    assert response.status_code == 400
+    assert {e["path"] for e in response.json()["errors"]} == {"status", "since"}
+    assert api.get("/api/v1/executions/?cursor=garbage").status_code == 404
+
+
+def test_cursor_pagination(api, workflows):
+    fanout, _ = workflows
+    ids = [str(start_execution(fanout).pk) for _ in range(5)]
+    page = api.get("/api/v1/executions/?page_size=2").json()
+    seen = [row["id"] for row in page["results"]]
+    while page["next"]:
+        page = api.get(page["next"]).json()
+        seen += [row["id"] for row in page["results"]]
+    assert seen == list(reversed(ids))
+
+
+def test_list_query_count_does_not_grow_with_rows(api, workflows, django_assert_max_num_queries):
+    fanout, other = workflows
+    for _ in range(30):
+        start_execution(fanout)
+        start_execution(other)
+    with django_assert_max_num_queries(6):
+        response = api.get("/api/v1/executions/")
+    assert len(response.json()["results"]) == 60
+
+
+def test_detail_has_nodes_jobs_and_log(api, workflows, django_assert_max_num_queries):
+    fanout, _ = workflows
+    execution = start_execution(fanout, inputs={})
+    with django_assert_max_num_queries(8):
+        body = api.get(f"/api/v1/executions/{execution.pk}/").json()
+    assert body["workflow"] == "fanout" and body["version"] == 1
+    assert [n["id"] for n in body["nodes"]] == ["root", "a", "b", "c"]
+    assert body["nodes"][0]["status"] == "running"
+    assert body["jobs"][0]["node_id"] == "root"
+    assert body["log"][0]["kind"] == "execution.created"
+
+
+def test_fan_out_creates_jobs_in_one_advance(api, workflows, django_assert_max_num_queries):
+    fanout, _ = workflows
+    agent, token = register_agent(enrollment_token=None, name="q", pools=["default"], labels={})
+    execution = start_execution(fanout)
+    job = claim_job(agent, execution.jobs.get().pk)
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    with django_assert_max_num_queries(12):
+        response = client.post(
+            f"/api/agent/v1/jobs/{job.pk}/complete",
+            {"lease": str(job.lease), "status": "completed"},
+            format="json",
+        )
+    assert response.status_code == 200
+    assert sorted(execution.jobs.values_list("node_id", flat=True)) == ["a", "b", "c", "root"]
+
+
+def test_log_level_filter_and_errors(api, workflows):
+    fanout, _ = workflows
+    execution = start_execution(fanout)
+    assert api.get(f"/api/v1/executions/{execution.pk}/log/?level=error").json()["results"] == []
+    assert api.get(f"/api/v1/executions/{execution.pk}/log/?level=loud").status_code == 400
+    assert api.get(f"/api/v1/executions/{uuid.uuid4()}/log/").status_code == 404
+    assert api.get("/api/v1/executions/not-a-uuid/").status_code == 404
+
+
+def test_job_output_endpoint(api, workflows):
+    fanout, _ = workflows
+    execution = start_execution(fanout)
+    job = execution.jobs.get()
+    body = api.get(f"/api/v1/executions/{execution.pk}/jobs/{job.pk}/output/").json()
+    assert body == {
+        "job_id": str(job.pk),
+        "status": job.status,
+        "exit_code": None,
+        "stdout": "",
+        "stderr": "",
+    }
+    assert (
+        api.get(f"/api/v1/executions/{execution.pk}/jobs/{uuid.uuid4()}/output/").status_code == 404
+    )
+
+
+def test_deleting_a_workflow_with_runs_is_a_conflict(api, workflows):
+    fanout, _ = workflows
+    start_execution(fanout)
+    assert api.delete("/api/v1/workflows/fanout/").status_code == 409
+    assert Workflow.objects.filter(slug="fanout").exists()
+    assert api.delete("/api/v1/workflows/other/").status_code == 204
+    assert Execution.objects.count() == 1

@@ -1,0 +1,255 @@
+"""Workflow API: create, versions, publish, validate, execute — and clear 4xx errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from executions.models import Execution, Job
+from orchestrator.models import Workflow, WorkflowVersion
+
+pytestmark = pytest.mark.django_db
+
+HELLO = """
+slug: hello-api
+inputs:
+  who: {type: string, required: true}
+  times: {type: integer, default: 1}
+nodes:
+  - id: greet
+    action: shell
+    with: {command: "echo hi {{ inputs.who | shell_quote }}"}
+"""
+
+
+def errors_of(response) -> dict[str, str]:
+    return {error["path"]: error["message"] for error in response.json()["errors"]}
+
+
+def test_create_workflow_publishes_version_one(api):
+    response = api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["slug"] == "hello-api"
+    assert body["published_version"] == 1 and body["latest_version"] == 1
+    assert body["inputs"]["who"]["required"] is True
+    assert WorkflowVersion.objects.get(workflow__slug="hello-api").source == HELLO
+
+
+def test_create_accepts_a_json_object(api):
+    definition = {
+        "slug": "as-json",
+        "nodes": [{"id": "a", "action": "shell", "with": {"command": "true"}}],
+    }
+    assert (
+        api.post("/api/v1/workflows/", {"definition": definition}, format="json").status_code == 201
+    )
+
+
+@pytest.mark.parametrize(
+    ("definition", "path", "fragment"),
+    [
+        (
+            {
+                "slug": "bad",
+                "nodes": [
+                    {
+                        "id": "a",
+                        "action": "shell",
+                        "with": {"command": "x"},
+                        "on": {"success": "ghost"},
+                    }
+                ],
+            },
+            "definition.nodes[0].on.success",
+            "ghost",
+        ),
+        (
+            {
+                "slug": "bad",
+                "nodes": [
+                    {
+                        "id": "a",
+                        "action": "shell",
+                        "with": {"command": "x"},
+                        "on": {"success": "b"},
+                    },
+                    {
+                        "id": "b",
+                        "action": "shell",
+                        "with": {"command": "x"},
+                        "on": {"success": "a"},
+                    },
+                ],
+            },
+            "definition.nodes",
+            "cycle",
+        ),
+        (
+            {
+                "slug": "bad",
+                "inputs": {"n": {"type": "integr"}},
+                "nodes": [{"id": "a", "action": "shell", "with": {"command": "x"}}],
+            },
+            "definition.inputs.n.type",
+            "integr",
+        ),
+        (
+            {
+                "slug": "bad",
+                "nodes": [{"id": "a", "action": "shell", "with": {"command": "echo {{ inputs.x "}}],
+            },
+            "definition.nodes[0].with.command",
+            "",
+        ),
+        (
+            {"slug": "bad", "nodes": [{"id": "a", "action": "teleport", "with": {}}]},
+            "definition.nodes[0].action",
+            "teleport",
+        ),
+    ],
+)
+def test_invalid_definitions_are_rejected_with_paths_and_not_stored(
+    api, definition, path, fragment
+):
+    response = api.post("/api/v1/workflows/", {"definition": definition}, format="json")
+    assert response.status_code == 400, response.content
+    errors = errors_of(response)
+    matching = [p for p in errors if p == path or p.startswith(path)]
+    assert matching, errors
+    assert fragment in " ".join(errors[p] for p in matching)
+    assert not Workflow.objects.exists() and not WorkflowVersion.objects.exists()
+
+
+def test_yaml_syntax_errors_are_400(api):
+    response = api.post("/api/v1/workflows/", {"definition": "slug: [unclosed"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"]
+
+
+@pytest.mark.parametrize("body", [{}, {"definition": 42}, {"definition": ""}, [1, 2]])
+def test_malformed_requests_are_400(api, body):
+    response = api.post("/api/v1/workflows/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["path"] in ("definition", "")
+
+
+def test_non_json_body_is_400(api):
+    response = api.post("/api/v1/workflows/", "{not json", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_duplicate_slug_is_400_on_slug(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    response = api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    assert response.status_code == 400
+    assert "definition.slug" in errors_of(response)
+
+
+def test_versions_and_publish(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    v2 = api.post(
+        "/api/v1/workflows/hello-api/versions/",
+        {"definition": HELLO.replace("hi", "hello")},
+        format="json",
+    )
+    assert v2.status_code == 201 and v2.json()["number"] == 2
+    detail = api.get("/api/v1/workflows/hello-api/").json()
+    assert detail["published_version"] == 1 and detail["latest_version"] == 2
+    assert [v["number"] for v in detail["versions"]] == [2, 1]
+    published = api.post("/api/v1/workflows/hello-api/publish/", {}, format="json")
+    assert published.json()["published_version"] == 2
+    back = api.post("/api/v1/workflows/hello-api/publish/", {"version": 1}, format="json")
+    assert back.json()["published_version"] == 1
+    assert (
+        api.post("/api/v1/workflows/hello-api/publish/", {"version": 9}, format="json").status_code
+        == 404
+    )
+
+
+def test_new_version_must_keep_the_slug(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    response = api.post(
+        "/api/v1/workflows/hello-api/versions/",
+        {"definition": HELLO.replace("hello-api", "other")},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "definition.slug" in errors_of(response)
+
+
+def test_versions_are_immutable(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    version = WorkflowVersion.objects.get()
+    version.source = "changed"
+    with pytest.raises(ValueError, match="immutable"):
+        version.save()
+
+
+def test_validate_reports_without_storing(api):
+    ok = api.post("/api/v1/workflows/validate/", {"definition": HELLO}, format="json").json()
+    assert ok["valid"] is True and ok["nodes"][0]["id"] == "greet"
+    bad = api.post(
+        "/api/v1/workflows/validate/", {"definition": {"slug": "x", "nodes": []}}, format="json"
+    ).json()
+    assert bad["valid"] is False and bad["errors"][0]["path"].startswith("definition")
+    assert not Workflow.objects.exists()
+
+
+def test_execute_validates_inputs_with_paths(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    missing = api.post("/api/v1/workflows/hello-api/execute/", {"inputs": {}}, format="json")
+    assert missing.status_code == 400
+    assert "inputs.who" in errors_of(missing)
+    wrong = api.post(
+        "/api/v1/workflows/hello-api/execute/",
+        {"inputs": {"who": "x", "times": "many"}},
+        format="json",
+    )
+    assert wrong.status_code == 400 and "inputs.times" in errors_of(wrong)
+    bad_labels = api.post(
+        "/api/v1/workflows/hello-api/execute/",
+        {"inputs": {"who": "x"}, "labels": {"bad key!": "v"}},
+        format="json",
+    )
+    assert bad_labels.status_code == 400
+    assert not Execution.objects.exists()
+
+
+def test_execute_creates_an_execution_and_a_pending_job(api, django_capture_on_commit_callbacks):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api.post(
+            "/api/v1/workflows/hello-api/execute/", {"inputs": {"who": "O'Brien"}}, format="json"
+        )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "running"
+    assert body["trigger"] == {"kind": "manual", "user": "root", "channel": "api"}
+    [job] = body["jobs"]
+    assert job["status"] == "pending" and job["queue"] == "pool.default"
+    assert job["params"]["command"] == "echo hi 'O'\"'\"'Brien'"
+    assert len(callbacks) == 1
+    assert Job.objects.count() == 1
+
+
+def test_inactive_workflow_cannot_run(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    assert (
+        api.patch("/api/v1/workflows/hello-api/", {"is_active": False}, format="json").status_code
+        == 200
+    )
+    response = api.post(
+        "/api/v1/workflows/hello-api/execute/", {"inputs": {"who": "x"}}, format="json"
+    )
+    assert response.status_code == 409
+
+
+def test_unknown_workflow_is_404(api):
+    assert api.get("/api/v1/workflows/nope/").status_code == 404
+    assert api.post("/api/v1/workflows/nope/execute/", {}, format="json").status_code == 404
+
+
+def test_authentication_is_required(client):
+    assert client.get("/api/v1/workflows/").status_code == 401
+    response = client.get("/api/v1/workflows/", HTTP_AUTHORIZATION="Token not-a-token")
+    assert response.status_code == 401

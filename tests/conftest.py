@@ -1,0 +1,21 @@
+"""Suite-wide fixtures: API clients with real users and tokens."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from orchestrator.authentication import create_api_token
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser(username="root", password="pw-root-123")
+
+
+@pytest.fixture
+def api(admin_user) -> APIClient:
+    """A DRF client authenticated with a real hashed API token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(admin_user)}")
+    return client
