@@ -21,7 +21,7 @@ bootstrap: $(STAMP)
 
 ## Run web + control worker + beat + a local agent on SQLite and the bundled Redis.
 run: bootstrap
-	DEBUG=$${DEBUG:-1} $(PY) manage.py runstack
+	DEBUG=$${DEBUG:-1} exec $(PY) manage.py runstack
 
 ## Run the whole suite against PostgreSQL and Redis on 127.0.0.1 (override with env vars).
 test: bootstrap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -30,9 +31,49 @@ def validate_definition(definition: str | Mapping[str, Any]) -> WorkflowSpec:
         for index, node in enumerate(spec.nodes.values())
         if node.type in UNSUPPORTED_NODE_TYPES
     ]
+    issues += output_references_outside_ancestry(spec)
     if issues:
         raise DefinitionError(issues)
     return spec
+
+
+OUTPUT_REFERENCE = re.compile(
+    r"nodes\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_-]*)|\[\s*['\"]([A-Za-z_][A-Za-z0-9_-]*)['\"]\s*\])"
+    r"\s*(?:\.\s*|\[\s*['\"])outputs?\b"
+)
+
+
+def ancestors_of(spec: WorkflowSpec, node_id: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [source for source, _ in spec.predecessors(node_id)]
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(source for source, _ in spec.predecessors(current))
+    return seen
+
+
+def output_references_outside_ancestry(spec: WorkflowSpec) -> list[ValidationIssue]:
+    """A node can only read the output of nodes upstream of it: any other node may not have
+    run yet, so `nodes.<id>.output` would be undefined at run time. Catch it at save time."""
+    issues = []
+    for index, node in enumerate(spec.nodes.values()):
+        referenced = {
+            a or b for a, b in OUTPUT_REFERENCE.findall(json.dumps(node.raw, default=str))
+        }
+        if not referenced:
+            continue
+        upstream = ancestors_of(spec, node.id)
+        for target in sorted(referenced & spec.nodes.keys() - upstream - {node.id}):
+            issues.append(
+                ValidationIssue(
+                    f"nodes[{index}]",
+                    f"reads nodes.{target}.output, but '{target}' is not upstream of "
+                    f"'{node.id}' (add an edge path from '{target}' to '{node.id}')",
+                )
+            )
+    return issues
 
 
 def source_text(definition: str | Mapping[str, Any]) -> str:

@@ -253,3 +253,30 @@ def test_authentication_is_required(client):
     assert client.get("/api/v1/workflows/").status_code == 401
     response = client.get("/api/v1/workflows/", HTTP_AUTHORIZATION="Token not-a-token")
     assert response.status_code == 401
+
+
+def test_reading_the_output_of_a_node_that_is_not_upstream_is_rejected(api):
+    definition = {
+        "slug": "bad-ref",
+        "nodes": [
+            {
+                "id": "build",
+                "action": "shell",
+                "with": {"command": "true"},
+                "on": {"success": "done"},
+            },
+            {"id": "done", "type": "join"},
+            {
+                "id": "ship",
+                "action": "shell",
+                "with": {"command": "echo {{ nodes.build.output.stdout }}"},
+            },
+        ],
+    }
+    response = api.post("/api/v1/workflows/", {"definition": definition}, format="json")
+    assert response.status_code == 400
+    assert "'build' is not upstream of 'ship'" in errors_of(response)["definition.nodes[2]"]
+    definition["nodes"][1]["on"] = {"success": "ship"}
+    assert (
+        api.post("/api/v1/workflows/", {"definition": definition}, format="json").status_code == 201
+    )

@@ -151,7 +151,11 @@ class Command(BaseCommand):
         return process
 
     def supervise(self) -> None:
+        parent = os.getppid()
         while not self.stopping:
+            if os.getppid() != parent:
+                self.stdout.write("parent process exited")
+                break
             for name, process in self.children:
                 if process.poll() is not None:
                     raise CommandError(f"{name} exited with code {process.returncode}")
