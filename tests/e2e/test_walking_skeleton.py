@@ -97,7 +97,7 @@ def test_pipeline_runs_end_to_end(stack):
     assert execution["status"] == "completed", execution["error"]
     assert execution["inputs"] == {"version": "2.4.1", "copies": 3}
     assert execution["trigger"]["kind"] == "manual"
-    assert execution["trigger"]["user"] == "e2e-admin"
+    assert execution["trigger"]["user"] == "admin"
     assert execution["outputs"] == {
         "artifact": "app-2.4.1.tgz",
         "shipped": "shipping app-2.4.1.tgz x3",
