@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast lint format clean
+.PHONY: bootstrap run test test-fast lint format clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ format: bootstrap
 
 clean:
 	rm -rf var/*.sqlite3* var/celerybeat-schedule* var/agent.json
+
+## Benchmarks against the real stack (PostgreSQL + Redis on 127.0.0.1); prints one line each.
+bench: bootstrap
+	$(PY) -m bench.run $(BENCH_ARGS)

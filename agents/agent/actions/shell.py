@@ -94,14 +94,27 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     for reader in readers:
         reader.start()
 
-    timed_out = False
-    try:
-        returncode = process.wait(timeout=ctx.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # A blocking wait() returns the moment the child exits; wait(timeout=...) would poll with
+    # growing sleeps and add milliseconds to every job. A timer enforces the timeout instead.
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
         logger.info("job %s timed out after %ss; killing it", ctx.job_id, ctx.timeout_s)
         kill_process_group(process)
+
+    timer = None
+    if ctx.timeout_s:
+        timer = threading.Timer(ctx.timeout_s, on_timeout)
+        timer.daemon = True
+        timer.start()
+    try:
         returncode = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        timer.join()
     duration_ms = int((time.monotonic() - started) * 1000)
 
     drain_deadline = time.monotonic() + PIPE_DRAIN_TIMEOUT_S
@@ -119,7 +132,7 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
         stderr=stderr_text,
         duration_ms=duration_ms,
     )
-    if timed_out:
+    if timed_out.is_set():
         result.status = "timeout"
         result.error = f"timed out after {_format_seconds(ctx.timeout_s or 0)}s"
     elif ctx.cancelled.is_set():

@@ -1,0 +1,245 @@
+"""`make bench`: start the real stack and measure scenarios, printing one line per scenario and
+writing JSON (default `var/bench-results.json`). Bounded: every wait has a deadline.
+
+Scenarios: W1 chain (40 sequential `true` steps; per-step overhead = end of one job to start of
+the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), and the Celery floor
+(a plain Celery chain of the same 40 steps on the same Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from orchestrator.localstack import (
+    ROOT,
+    LocalStack,
+    Postgres,
+    redis_url_with_db,
+    wait_for,
+)
+
+TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def chain_definition(steps: int) -> dict:
+    nodes = []
+    for index in range(steps):
+        node = {"id": f"s{index}", "action": "shell", "with": {"command": "true"}}
+        if index + 1 < steps:
+            node["on"] = {"success": f"s{index + 1}"}
+        nodes.append(node)
+    return {"slug": f"bench-chain-{steps}", "nodes": nodes}
+
+
+def fanout_definition(width: int) -> dict:
+    children = [f"c{i}" for i in range(width)]
+    nodes = [
+        {"id": "root", "action": "shell", "with": {"command": "true"}, "on": {"success": children}}
+    ]
+    nodes += [
+        {"id": c, "action": "shell", "with": {"command": "true"}, "on": {"success": "gather"}}
+        for c in children
+    ]
+    nodes += [
+        {"id": "gather", "type": "join", "on": {"success": "after"}},
+        {"id": "after", "action": "shell", "with": {"command": "true"}},
+    ]
+    return {"slug": f"bench-fanout-{width}", "nodes": nodes}
+
+
+def run_once(client, slug: str, timeout: float = 120) -> tuple[dict, float]:
+    began = time.perf_counter()
+    started = client.post(f"/api/v1/workflows/{slug}/execute/", json={})
+    started.raise_for_status()
+    execution_id = started.json()["id"]
+
+    def finished():
+        body = client.get(f"/api/v1/executions/{execution_id}/").json()
+        return body if body["status"] in TERMINAL else None
+
+    body = wait_for(finished, timeout=timeout, what=f"{slug} run", interval=0.005)
+    wall = time.perf_counter() - began
+    if body["status"] != "completed":
+        raise RuntimeError(f"{slug} ended {body['status']}: {body['error']}")
+    return body, wall
+
+
+def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dict:
+    with stack.client() as client:
+        client.post("/api/v1/workflows/", json={"definition": chain_definition(steps)})
+        slug = f"bench-chain-{steps}"
+        for _ in range(warmup):
+            run_once(client, slug)
+        gaps, totals, walls = [], [], []
+        for _ in range(runs):
+            body, wall = run_once(client, slug)
+            jobs = sorted(body["jobs"], key=lambda j: int(j["node_id"][1:]))
+            for before, after in itertools.pairwise(jobs):
+                gaps.append(
+                    (
+                        parse_time(after["started_at"]) - parse_time(before["finished_at"])
+                    ).total_seconds()
+                    * 1000
+                )
+            totals.append(
+                (parse_time(body["finished_at"]) - parse_time(body["started_at"])).total_seconds()
+            )
+            walls.append(wall)
+    return {
+        "scenario": "W1_chain",
+        "steps": steps,
+        "runs": runs,
+        "step_overhead_ms_p50": round(percentile(gaps, 50), 2),
+        "step_overhead_ms_p95": round(percentile(gaps, 95), 2),
+        "run_s_p50": round(statistics.median(totals), 3),
+        "run_wall_s_p50": round(statistics.median(walls), 3),
+    }
+
+
+def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dict:
+    with stack.client() as client:
+        client.post("/api/v1/workflows/", json={"definition": fanout_definition(width)})
+        slug = f"bench-fanout-{width}"
+        run_once(client, slug)
+        spreads, joins, totals = [], [], []
+        for _ in range(runs):
+            body, _ = run_once(client, slug)
+            jobs = {job["node_id"]: job for job in body["jobs"]}
+            starts = [parse_time(jobs[f"c{i}"]["started_at"]) for i in range(width)]
+            ends = [parse_time(jobs[f"c{i}"]["finished_at"]) for i in range(width)]
+            spreads.append((max(starts) - min(starts)).total_seconds() * 1000)
+            joins.append(
+                (parse_time(jobs["after"]["queued_at"]) - max(ends)).total_seconds() * 1000
+            )
+            totals.append(
+                (parse_time(body["finished_at"]) - parse_time(body["started_at"])).total_seconds()
+            )
+    return {
+        "scenario": f"W2_fanout_{slots}slots",
+        "width": width,
+        "runs": runs,
+        "dispatch_spread_ms_p50": round(statistics.median(spreads), 1),
+        "join_delay_ms_p50": round(statistics.median(joins), 2),
+        "run_s_p50": round(statistics.median(totals), 3),
+    }
+
+
+def scenario_floor(stack: LocalStack, steps: int, runs: int) -> dict:
+    stack.spawn(
+        "floor-worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.floor",
+            "worker",
+            "-Q",
+            "floor",
+            "--pool",
+            "threads",
+            "-c",
+            "1",
+            "--loglevel",
+            "WARNING",
+        ],
+    )
+    os.environ["REDIS_URL"] = stack.redis_url
+    from celery import chain
+
+    from bench.floor import app, run_true
+
+    app.conf.broker_url = stack.redis_url
+    app.conf.result_backend = stack.redis_url
+
+    def run_chain() -> float:
+        began = time.perf_counter()
+        result = chain(run_true.s(), *[run_true.s() for _ in range(steps - 1)]).apply_async()
+        result.get(timeout=120)
+        return time.perf_counter() - began
+
+    wait_for(lambda: app.control.ping(timeout=0.5), timeout=60, what="floor worker")
+    run_chain()
+    totals = [run_chain() for _ in range(runs)]
+    return {
+        "scenario": "floor_celery_chain",
+        "steps": steps,
+        "runs": runs,
+        "run_s_p50": round(statistics.median(totals), 3),
+        "step_ms_p50": round(statistics.median(totals) / steps * 1000, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument(
+        "--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "var" / "bench-results.json")
+    parser.add_argument("--web-workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    stack = LocalStack(
+        workdir=workdir,
+        database=f"switchyard_bench_{os.getpid()}",
+        postgres=Postgres.from_url(args.postgres),
+        redis_url=redis_url_with_db(args.redis, 14),
+        extra_env={"LOG_LEVEL": "WARNING"},
+    )
+    results = []
+    try:
+        stack.start(web_workers=args.web_workers)
+        stack.start_agent("bench-agent", ["default"], concurrency=8)
+        for scenario in (
+            lambda: scenario_chain(stack, 40, args.runs, warmup=2),
+            lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
+            lambda: scenario_floor(stack, 40, args.runs),
+        ):
+            result = scenario()
+            results.append(result)
+            print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)
+    except BaseException:
+        print(stack.logs(), file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+    floor = next((r for r in results if r["scenario"] == "floor_celery_chain"), None)
+    chain = next((r for r in results if r["scenario"] == "W1_chain"), None)
+    if floor and chain:
+        ratio = round(chain["run_s_p50"] / floor["run_s_p50"], 2)
+        print(f"scenario=W1_vs_floor ratio={ratio}")
+        results.append({"scenario": "W1_vs_floor", "ratio": ratio})
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
