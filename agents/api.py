@@ -18,6 +18,7 @@ from agents.serializers import (
     CompleteSerializer,
     EnrollmentTokenSerializer,
     HeartbeatSerializer,
+    OutputSerializer,
     RegisterSerializer,
 )
 from agents.services import (
@@ -27,12 +28,15 @@ from agents.services import (
     record_heartbeat,
     register_agent,
 )
-from executions.services import (
-    ExecutionConflict,
+from executions.advancing import ExecutionConflict
+from executions.jobs import (
     JobNotFound,
     JobReport,
+    OutputChunk,
+    append_output,
     claim_job,
     job_spec,
+    jobs_to_kill,
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
@@ -90,8 +94,8 @@ class HeartbeatView(AgentView):
         serializer = HeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        cancel = record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
-        return Response({"ok": True, "cancel": cancel})
+        record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
+        return Response({"ok": True, "cancel": jobs_to_kill(request.auth)})
 
 
 class ClaimView(AgentView):
@@ -103,6 +107,21 @@ class ClaimView(AgentView):
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
         return Response(job_spec(job))
+
+
+class OutputView(AgentView):
+    def post(self, request, job_id: str):
+        serializer = OutputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        chunks = [OutputChunk(**chunk) for chunk in data["chunks"]]
+        try:
+            result = append_output(request.auth, parse_job_id(job_id), data["lease"], chunks)
+        except JobNotFound as error:
+            raise NotFound("No such job.") from error
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        return Response(result)
 
 
 class CompleteView(AgentView):

@@ -43,6 +43,17 @@ class HeartbeatSerializer(serializers.Serializer):
     load = serializers.DictField(required=False, default=dict)
 
 
+class OutputChunkSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=1)
+    stream = serializers.ChoiceField(choices=["stdout", "stderr"])
+    data = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=1_048_576)
+
+
+class OutputSerializer(serializers.Serializer):
+    lease = serializers.UUIDField()
+    chunks = serializers.ListField(child=OutputChunkSerializer(), max_length=1000)
+
+
 class CompleteSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
     status = serializers.ChoiceField(choices=["completed", "failed", "timeout"])

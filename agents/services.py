@@ -103,11 +103,10 @@ def authenticate_agent(raw_token: str) -> Agent | None:
 
 
 def record_heartbeat(agent: Agent, running_jobs: list[str], version: str, load: dict[str, Any]):
-    """Store liveness; return the running job ids the agent must kill (none until kill lands)."""
+    """Store liveness, version, load and the jobs the agent says it runs."""
     Agent.objects.filter(pk=agent.pk).update(
         last_heartbeat=timezone.now(),
         running_jobs=running_jobs,
         version=version or agent.version,
         load=load,
     )
-    return []

@@ -1,2 +1,55 @@
-"""Approval requests arrive with the approvals work; the engine already treats `approval` nodes
-as a node type (see `orchestrator.engine`)."""
+"""Approval gates: an `approval` node pauses its execution until a decision (or expiry)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class ApprovalRequest(models.Model):
+    execution = models.ForeignKey(
+        "executions.Execution", on_delete=models.CASCADE, related_name="approvals"
+    )
+    node_id = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    message = models.TextField(blank=True)
+    approvers = models.JSONField(default=dict, blank=True)
+    quorum = models.PositiveIntegerField(default=1)
+    allow_self_approval = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_via = models.CharField(max_length=10, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    votes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("respond", "Can approve or reject approval requests")]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "node_id"], name="unique_approval_node")
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="approval_by_status"),
+            models.Index(
+                fields=["expires_at"],
+                name="approval_expiry",
+                condition=models.Q(status="pending", expires_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id}:{self.node_id} ({self.status})"

@@ -12,8 +12,11 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from executions.advancing import Advancer, ExecutionConflict, cancel_execution
 from executions.filters import ExecutionFilter
-from executions.models import EventLevel, Execution, ExecutionEvent, Job
+from executions.jobs import json_safe
+from executions.models import EventLevel, Execution, ExecutionEvent, Job, JobOutputChunk
+from executions.recorder import EventRecorder
 from executions.serializers import (
     EventSerializer,
     ExecutionDetailSerializer,
@@ -21,8 +24,9 @@ from executions.serializers import (
     execution_detail_queryset,
     job_counts_for,
 )
-from executions.services import ExecutionConflict, cancel_execution
 from orchestrator.api_errors import Conflict
+from orchestrator.engine import TemplateError, evaluate_expression
+from orchestrator.services import spec_for_version
 
 
 class ExecutionCursorPagination(CursorPagination):
@@ -88,31 +92,85 @@ class ExecutionLogView(generics.ListAPIView):
 
 
 class JobOutputView(APIView):
+    """Full output of a job. While it runs, `?after=<seq>` returns the live chunks after `seq`
+    (poll with the returned `last_seq`); once finished, the stored output."""
+
     def get(self, request, execution_id: str, job_id: str):
         job = get_object_or_404(
-            Job.objects.only("id", "status", "stdout", "stderr", "exit_code"),
+            Job.objects.only(
+                "id", "status", "stdout", "stderr", "exit_code", "output_seq", "output_truncated"
+            ),
             pk=parse_uuid(job_id, "job"),
             execution_id=parse_uuid(execution_id),
         )
-        return Response(
-            {
-                "job_id": str(job.pk),
-                "status": job.status,
-                "exit_code": job.exit_code,
-                "stdout": job.stdout,
-                "stderr": job.stderr,
-            }
+        raw_after = request.query_params.get("after", "0")
+        if not raw_after.isdigit():
+            raise ValidationError({"after": ["must be a non-negative integer"]})
+        chunks = list(
+            JobOutputChunk.objects.filter(job_id=job.pk, seq__gt=int(raw_after))
+            .order_by("seq")
+            .values("seq", "stream", "data")[:5000]
         )
+        body = {
+            "job_id": str(job.pk),
+            "status": job.status,
+            "exit_code": job.exit_code,
+            "chunks": chunks,
+            "last_seq": chunks[-1]["seq"] if chunks else int(raw_after),
+            "truncated": job.output_truncated,
+        }
+        if job.output_seq:
+            streams = {"stdout": [], "stderr": []}
+            if raw_after == "0":
+                for chunk in chunks:
+                    streams[chunk["stream"]].append(chunk["data"])
+            body["stdout"] = "".join(streams["stdout"]) if raw_after == "0" else None
+            body["stderr"] = "".join(streams["stderr"]) if raw_after == "0" else None
+        else:
+            body["stdout"], body["stderr"] = job.stdout, job.stderr
+        return Response(body)
 
 
 class CancelView(APIView):
+    """Graceful: pending work is cancelled, in-flight jobs finish, nothing new starts."""
+
+    kill = False
+
     def post(self, request, execution_id: str):
         execution_pk = parse_uuid(execution_id)
         if not Execution.objects.filter(pk=execution_pk).exists():
             raise NotFound("No such execution.")
         try:
-            cancel_execution(execution_pk, user=request.user)
+            cancel_execution(execution_pk, user=request.user, kill=self.kill)
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
         execution = execution_detail_queryset().get(pk=execution_pk)
         return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_200_OK)
+
+
+class KillView(CancelView):
+    """Forceful: in-flight jobs are also terminated on their agents."""
+
+    kill = True
+
+
+class EvaluateView(APIView):
+    """Render an expression against a run's real context, to test templates on real data."""
+
+    def post(self, request, execution_id: str):
+        execution = get_object_or_404(
+            Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
+        )
+        expression = request.data.get("expression") if isinstance(request.data, dict) else None
+        if not isinstance(expression, str) or not expression.strip():
+            raise ValidationError({"expression": ["a non-empty string is required"]})
+        if len(expression) > 10_000:
+            raise ValidationError({"expression": ["at most 10000 characters"]})
+        advancer = Advancer(
+            execution, spec_for_version(execution.version), EventRecorder(execution.pk)
+        )
+        try:
+            value = evaluate_expression(expression, advancer.context_for(expression))
+        except TemplateError as error:
+            raise ValidationError({"expression": [error.message]}) from error
+        return Response({"expression": expression, "value": json_safe(value)})

@@ -71,6 +71,7 @@ class Execution(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
+    parent_node_id = models.CharField(max_length=100, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -79,10 +80,22 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
+    # Earliest moment the control plane must look at this execution again (a `wait` node).
+    next_timer_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            models.Index(
+                fields=["next_timer_at"],
+                name="execution_timer_due",
+                condition=models.Q(next_timer_at__isnull=False),
+            ),
+            models.Index(
+                fields=["deadline_at"],
+                name="execution_deadline",
+                condition=models.Q(status__in=["pending", "running", "paused"]),
+            ),
             models.Index(fields=["-created_at", "-id"], name="execution_recent"),
             models.Index(fields=["workflow", "-created_at"], name="execution_by_workflow"),
             models.Index(fields=["status", "-created_at"], name="execution_by_status"),
@@ -121,6 +134,7 @@ class Job(models.Model):
     )
     lease = models.UUIDField(null=True, blank=True)
     params = models.JSONField(default=dict)
+    labels = models.JSONField(default=dict, blank=True)
     timeout_s = models.FloatField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     stdout = models.TextField(blank=True)
@@ -128,8 +142,14 @@ class Job(models.Model):
     outputs = models.JSONField(default=dict)
     http = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    assertions = models.JSONField(default=list, blank=True)
+    wait_reason = models.CharField(max_length=300, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
+    kill_requested_at = models.DateTimeField(null=True, blank=True)
+    output_seq = models.PositiveIntegerField(default=0)
+    output_bytes = models.PositiveBigIntegerField(default=0)
+    output_truncated = models.BooleanField(default=False)
     queued_at = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -162,6 +182,23 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in JOB_TERMINAL
+
+
+class JobOutputChunk(models.Model):
+    """A piece of a job's live output, in agent order (`seq` per job, across both streams)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    stream = models.CharField(max_length=6)
+    data = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="unique_chunk_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.seq}"
 
 
 class EventLevel(models.TextChoices):

@@ -31,9 +31,13 @@ class JobSerializer(serializers.ModelSerializer):
             "outputs",
             "http",
             "error",
+            "assertions",
+            "labels",
+            "wait_reason",
             "params",
             "timeout_s",
             "not_before",
+            "kill_requested_at",
             "queued_at",
             "dispatched_at",
             "started_at",
@@ -95,6 +99,7 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
     jobs = JobSerializer(many=True, read_only=True)
     log = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
+    children = serializers.SerializerMethodField()
     definition = serializers.JSONField(source="version.definition", read_only=True)
 
     class Meta:
@@ -119,6 +124,8 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
             "nodes",
             "jobs",
             "approvals",
+            "children",
+            "parent_node_id",
             "log",
             "definition",
         ]
@@ -141,7 +148,22 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
         return EventSerializer(reversed(list(events)), many=True).data
 
     def get_approvals(self, execution: Execution) -> list:
-        return []
+        from approvals.serializers import ApprovalSerializer
+
+        return ApprovalSerializer(
+            execution.approvals.select_related("decided_by").all(), many=True, context={"flat": 1}
+        ).data
+
+    def get_children(self, execution: Execution) -> list[dict]:
+        return [
+            {
+                "id": str(child.pk),
+                "workflow": child.workflow.slug,
+                "status": child.status,
+                "node_id": child.parent_node_id,
+            }
+            for child in execution.children.select_related("workflow").order_by("created_at")
+        ]
 
 
 def execution_detail_queryset() -> QuerySet[Execution]:

@@ -9,8 +9,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from executions.advancing import ExecutionConflict, start_execution
 from executions.serializers import ExecutionDetailSerializer, execution_detail_queryset
-from executions.services import ExecutionConflict, start_execution
 from orchestrator.api_errors import Conflict, definition_error_response
 from orchestrator.engine import DefinitionError
 from orchestrator.models import Workflow, WorkflowVersion

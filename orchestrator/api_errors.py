@@ -47,7 +47,10 @@ def flatten_errors(data: Any, prefix: str = "") -> list[dict[str, str]]:
     if isinstance(data, dict):
         issues = []
         for key, value in data.items():
-            key_path = "" if key in ("non_field_errors", "detail") else str(key)
+            if isinstance(key, int):
+                key_path = f"[{key}]"
+            else:
+                key_path = "" if key in ("non_field_errors", "detail") else str(key)
             issues.extend(flatten_errors(value, join_path(prefix, key_path)))
         return issues
     if isinstance(data, list):

@@ -230,7 +230,7 @@ class LocalStack:
     def start_agent(self, name: str, pools: list[str], concurrency: int = 4) -> ManagedProcess:
         """Enroll an agent through the real CLI, run it, and wait until it is online."""
         config = self.workdir / f"{name}.json"
-        subprocess.run(
+        registered = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -248,10 +248,12 @@ class LocalStack:
             ],
             env=self.env,
             cwd=ROOT,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
         )
+        if registered.returncode != 0:
+            raise RuntimeError(f"registering {name} failed: {registered.stderr}")
         process = self.spawn(
             name,
             [

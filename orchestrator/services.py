@@ -14,9 +14,6 @@ from django.db import transaction
 from orchestrator.engine import DefinitionError, ValidationIssue, WorkflowSpec, load_definition
 from orchestrator.models import Workflow, WorkflowVersion
 
-# Node types the engine models but whose runtime arrives with later work (approvals, waits,
-# sub-workflows). Refusing them at save time is better than a run that stalls on them.
-UNSUPPORTED_NODE_TYPES = frozenset({"approval", "wait", "workflow"})
 SPEC_CACHE_SIZE = 512
 spec_cache: OrderedDict[int, WorkflowSpec] = OrderedDict()
 
@@ -26,12 +23,7 @@ def validate_definition(definition: str | Mapping[str, Any]) -> WorkflowSpec:
     if not isinstance(definition, str | Mapping):
         raise DefinitionError([ValidationIssue("", "must be YAML/JSON text or an object")])
     spec = load_definition(definition)
-    issues = [
-        ValidationIssue(f"nodes[{index}].type", f"node type '{node.type}' is not supported yet")
-        for index, node in enumerate(spec.nodes.values())
-        if node.type in UNSUPPORTED_NODE_TYPES
-    ]
-    issues += output_references_outside_ancestry(spec)
+    issues = output_references_outside_ancestry(spec)
     if issues:
         raise DefinitionError(issues)
     return spec

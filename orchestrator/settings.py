@@ -154,7 +154,12 @@ SWITCHYARD_REPUBLISH_DISPATCHED_AFTER = float(
 SWITCHYARD_SWEEP_INTERVAL = float(os.environ.get("SWITCHYARD_SWEEP_INTERVAL", "2"))
 # Grace on top of a job's own timeout before the control plane marks it `timeout` itself.
 SWITCHYARD_JOB_TIMEOUT_GRACE = float(os.environ.get("SWITCHYARD_JOB_TIMEOUT_GRACE", "30"))
-SWITCHYARD_MAX_OUTPUT_BYTES = int(os.environ.get("SWITCHYARD_MAX_OUTPUT_BYTES", str(1024 * 1024)))
+# Live output kept per job (chunks); past it, a truncation marker. The final report's
+# stdout/stderr keep only their tail (SWITCHYARD_REPORT_TAIL_BYTES each).
+SWITCHYARD_MAX_OUTPUT_BYTES = int(os.environ.get("SWITCHYARD_MAX_OUTPUT_BYTES", str(10 << 20)))
+SWITCHYARD_REPORT_TAIL_BYTES = int(os.environ.get("SWITCHYARD_REPORT_TAIL_BYTES", str(1 << 20)))
+# Private/loopback networks `http` and `notify` actions may reach (CIDRs or host names).
+SWITCHYARD_NETWORK_ALLOW = env_list("SWITCHYARD_NETWORK_ALLOW")
 
 CELERY_BEAT_SCHEDULE = {
     "sweep-jobs": {

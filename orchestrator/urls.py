@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents import api as agent_api
+from approvals import api as approval_api
 from executions import api as execution_api
 from orchestrator import api as workflow_api
 from orchestrator.health import healthz, readyz
@@ -25,6 +26,12 @@ api_v1 = [
         execution_api.JobOutputView.as_view(),
     ),
     path("executions/<str:execution_id>/cancel/", execution_api.CancelView.as_view()),
+    path("executions/<str:execution_id>/kill/", execution_api.KillView.as_view()),
+    path("executions/<str:execution_id>/evaluate/", execution_api.EvaluateView.as_view()),
+    path("approvals/", approval_api.ApprovalListView.as_view()),
+    path("approvals/<int:approval_id>/", approval_api.ApprovalDetailView.as_view()),
+    path("approvals/<int:approval_id>/approve/", approval_api.ApproveView.as_view()),
+    path("approvals/<int:approval_id>/reject/", approval_api.RejectView.as_view()),
     path("agents/", agent_api.AgentListView.as_view()),
     path("agents/enrollment-tokens/", agent_api.EnrollmentTokenListView.as_view()),
     path("pools/", agent_api.PoolListView.as_view()),
@@ -34,6 +41,7 @@ agent_v1 = [
     path("register", agent_api.RegisterView.as_view()),
     path("heartbeat", agent_api.HeartbeatView.as_view()),
     path("jobs/<str:job_id>/claim", agent_api.ClaimView.as_view()),
+    path("jobs/<str:job_id>/output", agent_api.OutputView.as_view()),
     path("jobs/<str:job_id>/complete", agent_api.CompleteView.as_view()),
 ]
 

@@ -76,14 +76,26 @@ _INPUT_KEYS = ("type", "required", "default", "description", "enum")
 _RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 _COMMON_NODE_KEYS = ("id", "type", "name", "description", "on", "wait_for")
 _NODE_KEYS: dict[str, tuple[str, ...]] = {
-    "action": ("action", "with", "pool", "agent", "timeout", "retries", "run_if"),
+    "action": (
+        "action",
+        "with",
+        "pool",
+        "agent",
+        "labels",
+        "timeout",
+        "retries",
+        "run_if",
+        "assert",
+        "outputs",
+    ),
     "approval": ("message", "approvers", "quorum", "timeout", "allow_self_approval", "run_if"),
     "condition": ("if", "run_if"),
     "join": (),
     "wait": ("duration", "run_if"),
     "workflow": ("workflow", "with", "timeout", "retries", "run_if"),
 }
-_EXPRESSION_KEYS = frozenset({"run_if", "if"})
+_EXPRESSION_KEYS = frozenset({"run_if", "if", "assert"})
+_JSONPATH_START = ("$", "@")
 
 
 # -- public data types ----------------------------------------------------------------------
@@ -160,6 +172,9 @@ class NodeSpec:
     condition: str | None = None
     raw: dict = field(default_factory=dict)
     duration: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    assertions: tuple[str, ...] = ()
+    extract: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -926,10 +941,22 @@ class _Validator:
         if node.get("retries") is not None:
             retries = self.retries(node["retries"], f"{path}.retries")
         action = params = pool = agent = condition = duration = None
+        labels: dict[str, str] = {}
+        assertions: tuple[str, ...] = ()
+        extract: dict[str, str] = {}
         if node_type == "action":
             action, params = self.action(node, path)
             pool = self.string(node, "pool", path)
             agent = self.string(node, "agent", path)
+            labels = self.string_mapping(node, "labels", path)
+            assertions = self.assertions(node, path)
+            extract = self.string_mapping(node, "outputs", path)
+            for name, expression in extract.items():
+                if not expression.startswith(_JSONPATH_START):
+                    self.add(
+                        f"{path}.outputs.{name}",
+                        f"expected a JSONPath like '$.data.token', got {expression!r}",
+                    )
         elif node_type == "condition":
             condition = self.expression(node, "if", path)
             if node.get("if") is None:
@@ -963,8 +990,46 @@ class _Validator:
             condition=condition,
             raw=node,
             duration=duration,
+            labels=labels,
+            assertions=assertions,
+            extract=extract,
         )
         return spec, on, targets
+
+    def string_mapping(self, mapping: dict, key: str, path: str) -> dict[str, str]:
+        value = mapping.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(f"{path}.{key}", f"expected a mapping, got {_type_name(value)}")
+            return {}
+        result = {}
+        for item_key, item in value.items():
+            if not isinstance(item, str | int | float) or isinstance(item, bool):
+                self.add(f"{path}.{key}.{item_key}", f"expected a string, got {_type_name(item)}")
+            else:
+                result[str(item_key)] = str(item)
+        return result
+
+    def assertions(self, node: dict, path: str) -> tuple[str, ...]:
+        value = node.get("assert")
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            self.add(f"{path}.assert", "expected a non-empty list of expressions")
+            return ()
+        result = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.add(
+                    f"{path}.assert[{index}]", f"expected an expression, got {_type_name(item)}"
+                )
+                continue
+            self.add_all(check_expression(item, f"{path}.assert[{index}]"))
+            result.append(item)
+        return tuple(result)
 
     def node_type(self, node: dict, path: str) -> str | None:
         node_type = node.get("type")

@@ -157,7 +157,7 @@ def test_concurrent_claims_have_exactly_one_winner():
         pytest.fail("needs PostgreSQL")
     from django.contrib.auth import get_user_model
 
-    from executions.services import start_execution
+    from executions.advancing import start_execution
 
     workflow = create_workflow(CHAIN)
     get_user_model().objects.create_user("racer")
@@ -184,3 +184,72 @@ def test_concurrent_claims_have_exactly_one_winner():
     for thread in threads:
         thread.join()
     assert sorted(results) == [200] + [409] * 7
+
+
+@pytest.mark.django_db
+def test_live_output_is_ordered_deduplicated_paged_and_capped(
+    api, execution, agent_token, settings
+):
+    settings.SWITCHYARD_MAX_OUTPUT_BYTES = 40
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    url = f"/api/agent/v1/jobs/{job.pk}/output"
+
+    def send(*chunks):
+        body = {
+            "lease": lease,
+            "chunks": [
+                {"seq": seq, "stream": stream, "data": data} for seq, stream, data in chunks
+            ],
+        }
+        return client.post(url, body, format="json")
+
+    first = send((2, "stderr", "warn\n"), (1, "stdout", "\x1b[32mok\x1b[0m\n"))
+    assert first.json() == {"accepted": 2, "last_seq": 2, "cancel": False}
+    again = send((2, "stderr", "warn\n"))
+    assert again.json()["accepted"] == 0
+    output_url = f"/api/v1/executions/{execution.pk}/jobs/{job.pk}/output/"
+    live = api.get(output_url).json()
+    assert [c["seq"] for c in live["chunks"]] == [1, 2]
+    assert live["stdout"] == "\x1b[32mok\x1b[0m\n" and live["stderr"] == "warn\n"
+    assert [c["seq"] for c in api.get(f"{output_url}?after=1").json()["chunks"]] == [2]
+
+    capped = send((3, "stdout", "x" * 100), (4, "stdout", "never stored"))
+    assert capped.status_code == 200
+    body = api.get(output_url).json()
+    assert body["truncated"] is True
+    assert "output truncated at 40 bytes" in body["stdout"]
+    assert "never stored" not in body["stdout"]
+
+    stale = client.post(url, {"lease": str(uuid.uuid4()), "chunks": []}, format="json")
+    assert stale.status_code == 409
+    bad = client.post(url, {"lease": lease, "chunks": [{"seq": 0, "stream": "tty"}]}, format="json")
+    assert {e["path"] for e in bad.json()["errors"]} == {
+        "chunks[0].seq",
+        "chunks[0].stream",
+        "chunks[0].data",
+    }
+
+
+@pytest.mark.django_db
+def test_kill_marks_running_jobs_and_the_agent_learns_it(api, execution, agent_token):
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    assert client.post("/api/agent/v1/heartbeat", {}, format="json").json()["cancel"] == []
+    response = api.post(f"/api/v1/executions/{execution.pk}/kill/", {}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    beat = client.post("/api/agent/v1/heartbeat", {"running_jobs": [str(job.pk)]}, format="json")
+    assert beat.json()["cancel"] == [str(job.pk)]
+    output = client.post(
+        f"/api/agent/v1/jobs/{job.pk}/output", {"lease": lease, "chunks": []}, format="json"
+    )
+    assert output.json()["cancel"] is True
+    report = complete(
+        client, job.pk, lease, status="failed", exit_code=-15, error="killed by the control plane"
+    )
+    assert report.status_code == 200
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert Job.objects.filter(execution=execution).count() == 1

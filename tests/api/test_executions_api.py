@@ -7,8 +7,9 @@ import uuid
 import pytest
 
 from agents.services import register_agent
+from executions.advancing import start_execution
+from executions.jobs import claim_job
 from executions.models import Execution
-from executions.services import claim_job, start_execution
 from orchestrator.models import Workflow
 from orchestrator.services import create_workflow
 
@@ -124,13 +125,12 @@ def test_job_output_endpoint(api, workflows):
     execution = start_execution(fanout)
     job = execution.jobs.get()
     body = api.get(f"/api/v1/executions/{execution.pk}/jobs/{job.pk}/output/").json()
-    assert body == {
-        "job_id": str(job.pk),
-        "status": job.status,
-        "exit_code": None,
-        "stdout": "",
-        "stderr": "",
-    }
+    assert body["job_id"] == str(job.pk) and body["status"] == job.status
+    assert body["chunks"] == [] and body["stdout"] == "" and body["last_seq"] == 0
+    assert (
+        api.get(f"/api/v1/executions/{execution.pk}/jobs/{job.pk}/output/?after=x").status_code
+        == 400
+    )
     assert (
         api.get(f"/api/v1/executions/{execution.pk}/jobs/{uuid.uuid4()}/output/").status_code == 404
     )

@@ -280,3 +280,15 @@ def test_reading_the_output_of_a_node_that_is_not_upstream_is_rejected(api):
     assert (
         api.post("/api/v1/workflows/", {"definition": definition}, format="json").status_code == 201
     )
+
+
+def test_every_example_workflow_is_valid(api, settings):
+    from pathlib import Path
+
+    paths = sorted((Path(settings.BASE_DIR) / "examples").glob("*.yaml"))
+    assert len(paths) >= 7
+    for path in paths:
+        response = api.post(
+            "/api/v1/workflows/validate/", {"definition": path.read_text()}, format="json"
+        )
+        assert response.json()["valid"], (path.name, response.json()["errors"])

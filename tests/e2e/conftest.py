@@ -37,6 +37,7 @@ def stack(tmp_path_factory):
             "SWITCHYARD_REPUBLISH_PENDING_AFTER": "1",
             "SWITCHYARD_HEARTBEAT_INTERVAL": "1",
             "SWITCHYARD_JOB_TIMEOUT_GRACE": "5",
+            "SWITCHYARD_NETWORK_ALLOW": "127.0.0.0/8",
         },
     )
     try:

@@ -76,6 +76,8 @@ class Command(BaseCommand):
             if "REDIS_URL" not in os.environ:
                 env["REDIS_URL"] = self.start_bundled_redis(var)
             env.setdefault("SWITCHYARD_BASE_URL", f"http://{host}:{port}")
+            # The examples call this machine's own server over HTTP; production stays deny-all.
+            env.setdefault("SWITCHYARD_NETWORK_ALLOW", "127.0.0.0/8,::1/128")
             call_command("migrate", interactive=False, verbosity=0)
             username, password, token = self.ensure_credentials(var)
             if not no_examples:

@@ -1,0 +1,748 @@
+"""Applying engine plans to executions: start, advance, settle, cancel, kill.
+
+Every state change runs in one transaction that locks the execution row first (then job rows),
+so concurrent reports for a fan-out serialise per execution and never deadlock. The graph
+decisions come from the pure `orchestrator.engine.plan_execution`; this module turns them into
+jobs, child executions, approval requests and timers, and records every decision in the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, ApprovalStatus
+from executions.dispatch import publish_after_commit
+from executions.models import (
+    JOB_TERMINAL,
+    JOB_UNCLAIMED,
+    Execution,
+    ExecutionStatus,
+    Job,
+    JobStatus,
+)
+from executions.recorder import EventRecorder
+from executions.routing import QueueRouter
+from orchestrator.engine import (
+    DefinitionError,
+    NodeSpec,
+    NodeState,
+    NodeStatus,
+    TemplateError,
+    WorkflowSpec,
+    coerce_inputs,
+    evaluate_expression,
+    plan_execution,
+    render_value,
+    resolve_node,
+)
+from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.services import spec_for_version
+
+NODE_REFERENCE = re.compile(r"nodes\s*(?:\.\s*|\[\s*['\"])([A-Za-z_][A-Za-z0-9_-]*)")
+RESOLVED = (NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED)
+ACTIVE_EXECUTION = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.PAUSED)
+MAX_CHILD_DEPTH = 10
+
+
+class ExecutionConflict(Exception):
+    """The execution or job is in a state that forbids the request (HTTP 409)."""
+
+
+def job_output(job: Job) -> dict[str, Any]:
+    """The `nodes.<id>.output` (and an assertion's `output`) a finished job exposes."""
+    http = job.http or None
+    json_value = http.get("json") if isinstance(http, dict) else None
+    if json_value is None and isinstance(job.outputs, dict):
+        json_value = job.outputs.get("json")
+    return {
+        "stdout": job.stdout,
+        "stderr": job.stderr,
+        "exit_code": job.exit_code,
+        "duration_ms": job.duration_ms,
+        "outputs": job.outputs,
+        "http": http,
+        "json": json_value,
+        "error": job.error,
+        "attempt": job.attempt,
+        "status": job.status,
+    }
+
+
+def lock_execution(execution_id) -> Execution:
+    return (
+        Execution.objects.select_for_update(of=("self",))
+        .select_related("workflow", "version")
+        .get(pk=execution_id)
+    )
+
+
+class Advancer:
+    """Applies engine plans to one locked execution inside the caller's transaction."""
+
+    def __init__(self, execution: Execution, spec: WorkflowSpec, recorder: EventRecorder) -> None:
+        self.execution = execution
+        self.spec = spec
+        self.recorder = recorder
+        self.now = recorder.now
+        self.extras: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, NodeState] = {}
+        for node_id, data in execution.nodes.items():
+            self.states[node_id] = NodeState(
+                status=NodeStatus(data["status"]),
+                taken=frozenset(data.get("taken", ())),
+                reason=data.get("reason", ""),
+            )
+            extra = {k: v for k, v in data.items() if k not in ("status", "taken", "reason")}
+            if extra:
+                self.extras[node_id] = extra
+        self.new_jobs: list[Job] = []
+        self.outputs_cache: dict[str, dict[str, Any]] | None = None
+        self.router = QueueRouter(recorder)
+        self.after_commit: list = []
+
+    # -- template context -------------------------------------------------------------
+    def node_outputs(self, node_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Outputs of the referenced nodes: the latest finished job per action node (one
+        query), or the stored output of a workflow/approval/condition node."""
+        if self.outputs_cache is None:
+            self.outputs_cache = {}
+        for node_id in node_ids:
+            if node_id not in self.outputs_cache and "output" in self.extras.get(node_id, {}):
+                self.outputs_cache[node_id] = self.extras[node_id]["output"]
+        missing = node_ids - self.outputs_cache.keys()
+        if missing:
+            jobs = (
+                Job.objects.filter(execution_id=self.execution.pk, node_id__in=missing)
+                .filter(status__in=JOB_TERMINAL)
+                .order_by("node_id", "attempt")
+            )
+            for job in jobs:
+                self.outputs_cache[job.node_id] = job_output(job)
+        return self.outputs_cache
+
+    def context_for(self, text: str) -> dict[str, Any]:
+        referenced = set(NODE_REFERENCE.findall(text)) & self.spec.nodes.keys()
+        outputs = self.node_outputs(referenced) if referenced else {}
+        nodes = {}
+        for node_id in self.spec.nodes:
+            state = self.states.get(node_id)
+            entry: dict[str, Any] = {"status": str(state.status) if state else "pending"}
+            if node_id in outputs:
+                entry["output"] = outputs[node_id]
+                entry["outputs"] = (outputs[node_id] or {}).get("outputs", {})
+            nodes[node_id] = entry
+        return self.base_context() | {"nodes": nodes}
+
+    def context(self, node: NodeSpec) -> dict[str, Any]:
+        return self.context_for(repr(node.raw))
+
+    def base_context(self) -> dict[str, Any]:
+        execution = self.execution
+        trigger = execution.trigger or {}
+        return {
+            "inputs": execution.inputs,
+            "trigger": trigger,
+            "event": trigger.get("event", {}),
+            "vars": execution.vars,
+            "execution": {
+                "id": str(execution.pk),
+                "url": f"{settings.SWITCHYARD_BASE_URL}/executions/{execution.pk}/",
+                "base_url": settings.SWITCHYARD_BASE_URL,
+                "started_at": execution.started_at.isoformat() if execution.started_at else None,
+                "workflow": execution.workflow.slug,
+            },
+        }
+
+    # -- node transitions ---------------------------------------------------------------
+    def resolve(
+        self, node_id: str, outcome: str, reason: str = "", output: dict | None = None
+    ) -> None:
+        self.states[node_id] = resolve_node(self.spec, node_id, outcome, reason)
+        if output is not None:
+            self.extras.setdefault(node_id, {})["output"] = output
+            if self.outputs_cache is not None:
+                self.outputs_cache[node_id] = output
+
+    def fail_node(self, node_id: str, reason: str, kind: str = "node.failed") -> None:
+        self.resolve(node_id, "error", reason)
+        self.recorder.add(
+            kind, f"node '{node_id}' failed: {reason}", level="error", node_id=node_id
+        )
+
+    def advance(self) -> None:
+        """Plan, start what is ready, and repeat while nodes resolve inline."""
+        if self.execution.is_terminal:
+            self.save()
+            return
+        while True:
+            plan = plan_execution(self.spec, self.states)
+            for event in plan.events:
+                self.recorder.add(
+                    "engine",
+                    event.message,
+                    level=event.level,
+                    node_id=event.node_id or "",
+                    data=event.data,
+                )
+            self.states.update(plan.resolved)
+            if plan.outcome is not None:
+                self.finish(plan.outcome, plan.failed_nodes)
+                break
+            if not plan.start:
+                break
+            resolved_inline = False
+            for node_id in plan.start:
+                self.start_node(self.spec.nodes[node_id])
+                if self.states[node_id].status in RESOLVED:
+                    resolved_inline = True
+            if not resolved_inline:
+                break
+        self.save()
+
+    def start_node(self, node: NodeSpec) -> None:
+        self.recorder.add("node.entered", f"node '{node.id}' entered", node_id=node.id)
+        if node.run_if:
+            try:
+                value = evaluate_expression(node.run_if, self.context(node))
+            except TemplateError as error:
+                self.fail_node(node.id, f"run_if: {error}", kind="template.error")
+                return
+            self.recorder.add(
+                "condition.evaluated",
+                f"run_if of '{node.id}' is {value!r}",
+                node_id=node.id,
+                data={"expression": node.run_if, "value": bool(value)},
+            )
+            if not value:
+                self.states[node.id] = NodeState(NodeStatus.SKIPPED, reason="run_if is false")
+                self.recorder.add(
+                    "node.skipped", f"node '{node.id}' skipped: run_if is false", node_id=node.id
+                )
+                return
+        starter = {
+            "action": self.start_action,
+            "condition": self.start_condition,
+            "wait": self.start_wait,
+            "workflow": self.start_child,
+            "approval": self.start_approval,
+        }.get(node.type)
+        if starter is None:
+            self.fail_node(node.id, f"node type '{node.type}' cannot run here")
+            return
+        starter(node)
+
+    def start_action(self, node: NodeSpec) -> None:
+        self.queue_job(node, attempt=1)
+
+    def start_condition(self, node: NodeSpec) -> None:
+        try:
+            value = bool(evaluate_expression(node.condition or "", self.context(node)))
+        except TemplateError as error:
+            self.fail_node(node.id, f"if: {error}", kind="template.error")
+            return
+        self.recorder.add(
+            "condition.evaluated",
+            f"condition '{node.id}' is {value}",
+            node_id=node.id,
+            data={"expression": node.condition, "value": value},
+        )
+        self.resolve(node.id, "true" if value else "false", output={"value": value})
+
+    def start_wait(self, node: NodeSpec) -> None:
+        """A wait holds no agent slot: the control plane's timer resumes it."""
+        resume_at = self.now + timedelta(seconds=node.duration or 0)
+        if node.duration == 0:
+            self.resolve(node.id, "success", output={"waited_s": 0})
+            return
+        self.states[node.id] = NodeState(NodeStatus.WAITING)
+        self.extras.setdefault(node.id, {})["resume_at"] = resume_at.isoformat()
+        self.recorder.add(
+            "wait.started",
+            f"node '{node.id}' waits {node.duration:g}s until {resume_at.isoformat()}",
+            node_id=node.id,
+            data={"resume_at": resume_at.isoformat()},
+        )
+
+    def start_child(self, node: NodeSpec) -> None:
+        """Start a child execution of another published workflow and wait for it."""
+        slug = node.raw.get("workflow")
+        depth = self.execution.trigger.get("depth", 0) + 1
+        try:
+            inputs = render_value(node.params, self.context(node), "with")
+        except TemplateError as error:
+            self.fail_node(node.id, str(error), kind="template.error")
+            return
+        workflow = Workflow.objects.filter(slug=slug).select_related("published_version").first()
+        if workflow is None:
+            self.fail_node(node.id, f"workflow '{slug}' does not exist")
+            return
+        if depth > MAX_CHILD_DEPTH:
+            self.fail_node(node.id, f"sub-workflows nested deeper than {MAX_CHILD_DEPTH}")
+            return
+        trigger = {
+            "kind": "parent",
+            "execution": str(self.execution.pk),
+            "workflow": self.execution.workflow.slug,
+            "node": node.id,
+            "depth": depth,
+        }
+        try:
+            with transaction.atomic():
+                child = start_execution(
+                    workflow,
+                    inputs=inputs,
+                    trigger=trigger,
+                    parent=self.execution,
+                    parent_node_id=node.id,
+                    deadline_s=node.timeout,
+                )
+        except (ExecutionConflict, DefinitionError) as error:
+            self.fail_node(node.id, f"cannot start workflow '{slug}': {error}")
+            return
+        self.states[node.id] = NodeState(NodeStatus.RUNNING)
+        self.extras.setdefault(node.id, {})["child"] = str(child.pk)
+        self.recorder.add(
+            "workflow.started",
+            f"node '{node.id}' started child execution {child.pk} of '{slug}'",
+            node_id=node.id,
+            data={"child": str(child.pk), "workflow": slug},
+        )
+        if child.is_terminal:
+            self.after_commit.append(partial(settle_child, child.pk))
+
+    def start_approval(self, node: NodeSpec) -> None:
+        """Pause on a person's decision; the request expires after the node's timeout."""
+        raw = node.raw
+        try:
+            message = str(render_value(raw.get("message", ""), self.context(node), "message"))
+        except TemplateError as error:
+            self.fail_node(node.id, str(error), kind="template.error")
+            return
+        expires_at = self.now + timedelta(seconds=node.timeout) if node.timeout else None
+        request = ApprovalRequest.objects.create(
+            execution=self.execution,
+            node_id=node.id,
+            message=message,
+            approvers=raw.get("approvers") or {},
+            quorum=int(raw.get("quorum") or 1),
+            allow_self_approval=bool(raw.get("allow_self_approval", False)),
+            expires_at=expires_at,
+        )
+        self.states[node.id] = NodeState(NodeStatus.WAITING)
+        self.extras.setdefault(node.id, {})["approval"] = request.pk
+        expiry = f", expires {expires_at.isoformat()}" if expires_at else ""
+        self.recorder.add(
+            "approval.requested",
+            f"node '{node.id}' waits for approval{expiry}: {message}",
+            node_id=node.id,
+            data={"approval": request.pk, "quorum": request.quorum},
+        )
+
+    def queue_job(self, node: NodeSpec, attempt: int, not_before: datetime | None = None) -> None:
+        try:
+            context = self.context(node)
+            params = render_value(node.params, context, "with")
+            pool = render_value(node.pool, context, "pool") if node.pool else None
+            agent = render_value(node.agent, context, "agent") if node.agent else None
+        except TemplateError as error:
+            self.fail_node(node.id, str(error), kind="template.error")
+            return
+        route = self.router.route(
+            pool=str(pool or settings.SWITCHYARD_DEFAULT_POOL) if not agent else "",
+            agent=str(agent) if agent else "",
+            labels=node.labels,
+        )
+        job = Job(
+            id=uuid.uuid4(),
+            execution_id=self.execution.pk,
+            node_id=node.id,
+            action=node.action or "",
+            attempt=attempt,
+            pool=route.pool,
+            queue=route.queue,
+            labels=node.labels,
+            params=params,
+            timeout_s=node.timeout,
+            not_before=not_before,
+            wait_reason=route.wait_reason,
+        )
+        self.new_jobs.append(job)
+        self.states[node.id] = NodeState(NodeStatus.RUNNING)
+        when = f" not before {not_before.isoformat()}" if not_before else ""
+        self.recorder.add(
+            "job.queued",
+            f"job for '{node.id}' (attempt {attempt}) queued on {route.queue or 'no queue'}{when}",
+            node_id=node.id,
+            job_id=job.id,
+            data={"queue": route.queue, "attempt": attempt},
+        )
+        if params != node.params:
+            self.recorder.add(
+                "template.resolved",
+                f"templates of '{node.id}' resolved",
+                level="debug",
+                node_id=node.id,
+                job_id=job.id,
+                data={"params": params},
+            )
+        if route.wait_reason:
+            self.recorder.add(
+                "job.waiting",
+                f"job for '{node.id}' waits: {route.wait_reason}",
+                level="warning",
+                node_id=node.id,
+                job_id=job.id,
+            )
+
+    # -- finishing ----------------------------------------------------------------------
+    def finish(self, outcome: str, failed_nodes: list[str]) -> None:
+        execution = self.execution
+        if outcome == "completed":
+            try:
+                outputs = self.spec.outputs
+                context = self.context_for(repr(outputs))
+                execution.outputs = render_value(outputs, context, "outputs")
+                status = ExecutionStatus.COMPLETED
+            except TemplateError as error:
+                status = ExecutionStatus.FAILED
+                execution.error = f"outputs: {error}"
+        else:
+            status = ExecutionStatus.FAILED
+            reasons = [f"node '{n}' failed: {self.states[n].reason}" for n in failed_nodes]
+            execution.error = "; ".join(reasons) or "failed"
+        self.close(status)
+
+    def close(self, status: str, reason: str = "") -> None:
+        """Mark the execution terminal: cancel work that has not started, cancel pending
+        approvals and child executions, skip nodes that never ran."""
+        execution = self.execution
+        execution.status = status
+        execution.finished_at = self.now
+        execution.next_timer_at = None
+        why = reason or f"execution {status}"
+        cancelled = self.cancel_unclaimed_jobs(why)
+        ApprovalRequest.objects.filter(
+            execution_id=execution.pk, status=ApprovalStatus.PENDING
+        ).update(status=ApprovalStatus.CANCELLED, note=why, decided_at=self.now)
+        for node_id, state in list(self.states.items()):
+            if state.status == NodeStatus.PENDING:
+                self.states[node_id] = NodeState(NodeStatus.SKIPPED, reason=why)
+            elif state.status == NodeStatus.WAITING:
+                self.states[node_id] = NodeState(NodeStatus.FAILED, reason=why)
+            elif state.status == NodeStatus.RUNNING and "child" in self.extras.get(node_id, {}):
+                self.after_commit.append(
+                    partial(cancel_child, self.extras[node_id]["child"], f"parent {status}")
+                )
+        level = "info" if status == ExecutionStatus.COMPLETED else "error"
+        message = f"execution {status}" + (f": {execution.error}" if execution.error else "")
+        self.recorder.add(
+            "execution.finished",
+            message,
+            level=level,
+            data={"status": status, "cancelled_jobs": cancelled},
+        )
+        if execution.parent_id:
+            self.after_commit.append(partial(settle_child, execution.pk))
+
+    def cancel_unclaimed_jobs(self, reason: str) -> int:
+        for job in self.new_jobs:
+            if job.status == JobStatus.PENDING:
+                job.status = JobStatus.CANCELLED
+                job.error = reason
+                job.finished_at = self.now
+        existing = Job.objects.filter(
+            execution_id=self.execution.pk, status__in=JOB_UNCLAIMED
+        ).update(status=JobStatus.CANCELLED, error=reason, finished_at=self.now)
+        return existing + len(self.new_jobs)
+
+    def next_timer(self) -> datetime | None:
+        due = [
+            datetime.fromisoformat(extra["resume_at"])
+            for node_id, extra in self.extras.items()
+            if "resume_at" in extra and self.states[node_id].status == NodeStatus.WAITING
+        ]
+        return min(due) if due else None
+
+    def save(self) -> None:
+        execution = self.execution
+        nodes = {}
+        for node_id, state in self.states.items():
+            entry = {"status": str(state.status), "taken": sorted(state.taken)}
+            if state.reason:
+                entry["reason"] = state.reason
+            nodes[node_id] = entry | self.extras.get(node_id, {})
+        execution.nodes = nodes
+        if not execution.is_terminal:
+            execution.next_timer_at = self.next_timer()
+            waiting_on_person = any(
+                "approval" in self.extras.get(node_id, {}) and state.status == NodeStatus.WAITING
+                for node_id, state in self.states.items()
+            )
+            execution.status = (
+                ExecutionStatus.PAUSED if waiting_on_person else ExecutionStatus.RUNNING
+            )
+        execution.save(
+            update_fields=[
+                "nodes",
+                "status",
+                "outputs",
+                "error",
+                "finished_at",
+                "started_at",
+                "next_timer_at",
+            ]
+        )
+        if self.new_jobs:
+            Job.objects.bulk_create(self.new_jobs)
+            publish_after_commit(
+                [
+                    (str(job.id), job.queue)
+                    for job in self.new_jobs
+                    if job.status == JobStatus.PENDING and job.not_before is None and job.queue
+                ]
+            )
+            self.new_jobs = []
+        self.recorder.flush()
+        for callback in self.after_commit:
+            transaction.on_commit(callback)
+        self.after_commit = []
+
+
+def start_execution(
+    workflow: Workflow,
+    *,
+    inputs: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    trigger: dict[str, Any] | None = None,
+    user=None,
+    version: WorkflowVersion | None = None,
+    rerun_of: Execution | None = None,
+    parent: Execution | None = None,
+    parent_node_id: str = "",
+    deadline_s: float | None = None,
+) -> Execution:
+    """Create an execution of `version` (default: the published one) and start its entry nodes."""
+    if not workflow.is_active:
+        raise ExecutionConflict(f"workflow '{workflow.slug}' is inactive")
+    version = version or workflow.published_version
+    if version is None:
+        raise ExecutionConflict(f"workflow '{workflow.slug}' has no published version")
+    spec = spec_for_version(version)
+    coerced = coerce_inputs(spec, inputs or {})
+    trigger = trigger or {"kind": "manual"}
+    now = timezone.now()
+    timeouts = [t for t in (spec.timeout, deadline_s) if t]
+    with transaction.atomic():
+        execution = Execution(
+            workflow=workflow,
+            version=version,
+            status=ExecutionStatus.RUNNING,
+            trigger=trigger,
+            trigger_kind=str(trigger.get("kind", "manual"))[:16],
+            inputs=coerced,
+            vars=spec.vars,
+            labels=labels or {},
+            nodes={node_id: {"status": "pending", "taken": []} for node_id in spec.nodes},
+            rerun_of=rerun_of,
+            parent=parent,
+            parent_node_id=parent_node_id,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+            started_at=now,
+            deadline_at=now + timedelta(seconds=min(timeouts)) if timeouts else None,
+        )
+        execution.save(force_insert=True)
+        recorder = EventRecorder(execution.pk, now)
+        recorder.add(
+            "execution.created",
+            f"execution of {workflow.slug} v{version.number} started by {trigger.get('kind')}",
+            data={"trigger": trigger, "version": version.number},
+        )
+        Advancer(execution, spec, recorder).advance()
+    return execution
+
+
+def retry_delay(node: NodeSpec, attempt: int) -> float:
+    return node.retries.delay_for(attempt)
+
+
+def settle_job(execution: Execution, job: Job, recorder: EventRecorder) -> None:
+    """Advance the graph after `job` reached a terminal state (retry, follow edges, finish)."""
+    if execution.is_terminal:
+        return
+    spec = spec_for_version(execution.version)
+    node = spec.nodes[job.node_id]
+    advancer = Advancer(execution, spec, recorder)
+    if advancer.states.get(job.node_id, NodeState(NodeStatus.PENDING)).status != (
+        NodeStatus.RUNNING
+    ):
+        return
+    if job.status == JobStatus.COMPLETED:
+        advancer.outputs_cache = {job.node_id: job_output(job)}
+        advancer.resolve(job.node_id, "success")
+    elif job.status == JobStatus.CANCELLED:
+        advancer.resolve(job.node_id, "error", job.error or "cancelled")
+    else:
+        reason = job.error or job.status
+        if node.retries and job.attempt <= node.retries.max:
+            delay = retry_delay(node, job.attempt)
+            not_before = recorder.now + timedelta(seconds=delay) if delay > 0 else None
+            recorder.add(
+                "retry.scheduled",
+                f"node '{job.node_id}' attempt {job.attempt} {job.status} ({reason}); "
+                f"attempt {job.attempt + 1} in {delay:g}s",
+                level="warning",
+                node_id=job.node_id,
+                job_id=job.pk,
+                data={"attempt": job.attempt + 1, "delay_s": delay},
+            )
+            advancer.queue_job(node, job.attempt + 1, not_before)
+            advancer.save()
+            return
+        advancer.resolve(job.node_id, "error", reason)
+        recorder.add(
+            "node.failed",
+            f"node '{job.node_id}' failed: {reason}",
+            level="error",
+            node_id=job.node_id,
+            job_id=job.pk,
+        )
+    advancer.advance()
+
+
+def settle_child(child_id) -> None:
+    """A child execution ended: resolve its parent's workflow node and advance the parent."""
+    child = (
+        Execution.objects.filter(pk=child_id)
+        .only("id", "parent_id", "parent_node_id", "status", "outputs", "error")
+        .first()
+    )
+    if child is None or not child.parent_id or not child.is_terminal:
+        return
+    with transaction.atomic():
+        parent = lock_execution(child.parent_id)
+        if parent.is_terminal:
+            return
+        spec = spec_for_version(parent.version)
+        recorder = EventRecorder(parent.pk)
+        advancer = Advancer(parent, spec, recorder)
+        node_id = child.parent_node_id
+        extra = advancer.extras.get(node_id, {})
+        if extra.get("child") != str(child.pk) or advancer.states[node_id].status != (
+            NodeStatus.RUNNING
+        ):
+            return
+        output = {
+            "execution_id": str(child.pk),
+            "status": child.status,
+            "outputs": child.outputs,
+            "error": child.error,
+        }
+        if child.status == ExecutionStatus.COMPLETED:
+            advancer.resolve(node_id, "success", output=output)
+            recorder.add(
+                "workflow.finished",
+                f"child execution {child.pk} of node '{node_id}' completed",
+                node_id=node_id,
+                data={"child": str(child.pk), "outputs": child.outputs},
+            )
+        else:
+            reason = f"child execution {child.status}" + (f": {child.error}" if child.error else "")
+            advancer.resolve(node_id, "error", reason, output=output)
+            recorder.add(
+                "workflow.finished",
+                f"node '{node_id}' failed: {reason}",
+                level="error",
+                node_id=node_id,
+                data={"child": str(child.pk)},
+            )
+        advancer.advance()
+
+
+def cancel_child(child_id, reason: str) -> None:
+    with contextlib.suppress(ExecutionConflict, Execution.DoesNotExist):
+        cancel_execution(child_id, reason=reason)
+
+
+def resume_due_waits(execution_id, now: datetime) -> bool:
+    """Resolve the `wait` nodes of one execution whose time has come; advance it."""
+    with transaction.atomic():
+        execution = lock_execution(execution_id)
+        if execution.is_terminal:
+            return False
+        recorder = EventRecorder(execution.pk, now)
+        advancer = Advancer(execution, spec_for_version(execution.version), recorder)
+        resumed = False
+        for node_id, extra in list(advancer.extras.items()):
+            resume_at = extra.get("resume_at")
+            if (
+                resume_at
+                and advancer.states[node_id].status == NodeStatus.WAITING
+                and datetime.fromisoformat(resume_at) <= now
+            ):
+                waited = extra.pop("resume_at")
+                advancer.resolve(node_id, "success", output={"resumed_at": now.isoformat()})
+                recorder.add(
+                    "wait.finished",
+                    f"node '{node_id}' resumed (was due {waited})",
+                    node_id=node_id,
+                )
+                resumed = True
+        advancer.advance()
+        return resumed
+
+
+def cancel_execution(execution_id, *, user=None, reason: str = "", kill: bool = False):
+    """Graceful cancel: unclaimed jobs are cancelled now, pending approvals are cancelled, in-flight
+    jobs finish, nothing new starts; the execution becomes `cancelled` at once. With `kill`,
+    in-flight jobs are also terminated on their agents."""
+    with transaction.atomic():
+        execution = lock_execution(execution_id)
+        if execution.is_terminal:
+            raise ExecutionConflict(f"execution is already {execution.status}")
+        recorder = EventRecorder(execution.pk)
+        who = getattr(user, "username", None) or reason or "system"
+        verb = "kill" if kill else "cancel"
+        recorder.add(f"execution.{verb}", f"{verb} requested by {who}", level="warning")
+        Execution.objects.filter(pk=execution.pk).update(cancel_requested_at=recorder.now)
+        advancer = Advancer(execution, spec_for_version(execution.version), recorder)
+        if kill:
+            killed = Job.objects.filter(execution_id=execution.pk, status=JobStatus.RUNNING).update(
+                kill_requested_at=recorder.now
+            )
+            if killed:
+                recorder.add(
+                    "job.kill",
+                    f"{killed} running job(s) will be terminated on their agents",
+                    level="warning",
+                )
+                advancer.after_commit.append(ring_agents)
+        advancer.close(ExecutionStatus.CANCELLED, reason=f"{verb}led by {who}")
+        advancer.save()
+    return execution
+
+
+def ring_agents() -> None:
+    """Ask every agent to heartbeat now, so kill requests reach them within a second or two.
+    The broadcast carries no instruction; agents learn what to kill from the control plane."""
+    from orchestrator.celery_app import app
+
+    with contextlib.suppress(Exception):  # the next regular heartbeat delivers the kill anyway
+        app.control.broadcast("switchyard_heartbeat_now")
+
+
+def pending_jobs_waiting_for_agents() -> list[Job]:
+    return list(
+        Job.objects.filter(status=JobStatus.PENDING, queue="")
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+        .only("id", "queue", "pool", "labels", "execution_id", "node_id", "wait_reason")[:500]
+    )

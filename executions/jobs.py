@@ -1,0 +1,356 @@
+"""The control plane's side of the agent protocol: claim, live output, final report, kill list.
+
+A claim is one conditional UPDATE, so exactly one agent wins a job. Every later call carries the
+lease it got, and is a compare-and-set on (job, lease, state): a stale or superseded lease gets
+a conflict (fencing), and repeating an already applied report is a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from jsonpath_ng.exceptions import JsonPathParserError
+from jsonpath_ng.ext import parse as parse_jsonpath
+
+from executions.advancing import (
+    Advancer,
+    ExecutionConflict,
+    job_output,
+    lock_execution,
+    settle_job,
+)
+from executions.models import JOB_UNCLAIMED, Execution, Job, JobOutputChunk, JobStatus
+from executions.recorder import EventRecorder
+from orchestrator.engine import NodeSpec, TemplateError, evaluate_expression
+from orchestrator.services import spec_for_version
+
+RESULT_STATUSES = {
+    "completed": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "timeout": JobStatus.TIMEOUT,
+}
+TRUNCATION_MARKER = "\n[switchyard: output truncated at {limit} bytes]\n"
+
+
+class JobNotFound(Exception):
+    """No job with that id (HTTP 404)."""
+
+
+@dataclass
+class JobReport:
+    """An agent's final report for a job it claimed."""
+
+    lease: uuid.UUID
+    status: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    http: dict[str, Any] | None = None
+    duration_ms: int | None = None
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def claim_job(agent, job_id) -> Job:
+    """Atomically hand an unclaimed job to `agent` with a fresh lease; exactly one claim wins."""
+    now = timezone.now()
+    lease = uuid.uuid4()
+    claimed = (
+        Job.objects.filter(pk=job_id, status__in=JOB_UNCLAIMED, queue__in=agent.queues)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .update(
+            status=JobStatus.RUNNING,
+            agent=agent,
+            lease=lease,
+            started_at=now,
+            wait_reason="",
+            dispatched_at=Coalesce("dispatched_at", now),
+        )
+    )
+    job = Job.objects.select_related("execution__workflow").filter(pk=job_id).first()
+    if job is None:
+        raise JobNotFound(job_id)
+    if not claimed:
+        if job.queue not in agent.queues:
+            raise ExecutionConflict(f"job {job_id} is for queue {job.queue}, not this agent's")
+        if job.status in JOB_UNCLAIMED:
+            raise ExecutionConflict(f"job {job_id} is not due before {job.not_before}")
+        raise ExecutionConflict(f"job {job_id} is already {job.status}")
+    recorder = EventRecorder(job.execution_id, now)
+    recorder.add(
+        "job.claimed",
+        f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name}",
+        node_id=job.node_id,
+        job_id=job.pk,
+        data={"agent": agent.name},
+    )
+    recorder.flush()
+    return job
+
+
+def job_spec(job: Job) -> dict[str, Any]:
+    """What a winning claim receives: everything the agent needs to run the job, nothing more."""
+    return {
+        "job_id": str(job.pk),
+        "lease": str(job.lease),
+        "execution_id": str(job.execution_id),
+        "node_id": job.node_id,
+        "attempt": job.attempt,
+        "workflow": job.execution.workflow.slug,
+        "action": job.action,
+        "params": job.params,
+        "timeout_s": job.timeout_s,
+        "env": {},
+        "mask": [],
+        "network_allow": list(settings.SWITCHYARD_NETWORK_ALLOW),
+        "output_limit_bytes": settings.SWITCHYARD_MAX_OUTPUT_BYTES,
+    }
+
+
+def extract_outputs(node: NodeSpec, output: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Apply the node's `outputs: {name: "$.json.path"}` to the job's JSON (http or parse:
+    json); returns the values and the problems (a path that matched nothing is a problem)."""
+    values: dict[str, Any] = {}
+    problems = []
+    document = output.get("json")
+    for name, expression in node.extract.items():
+        try:
+            matches = [m.value for m in parse_jsonpath(expression).find(document)]
+        except (JsonPathParserError, Exception) as error:  # the parser raises several types
+            problems.append(f"outputs.{name}: invalid JSONPath {expression!r}: {error}")
+            continue
+        if not matches:
+            problems.append(f"outputs.{name}: {expression} matched nothing")
+        else:
+            values[name] = matches[0] if len(matches) == 1 else matches
+    return values, problems
+
+
+def check_assertions(
+    advancer: Advancer, node: NodeSpec, output: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Evaluate each `assert:` expression against the job's result (and the run's context)."""
+    context = advancer.context(node) | {"output": output}
+    results = []
+    for expression in node.assertions:
+        try:
+            value = evaluate_expression(expression, context)
+            results.append({"expression": expression, "passed": bool(value), "value": value})
+        except TemplateError as error:
+            results.append({"expression": expression, "passed": False, "error": str(error)})
+    return results
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return repr(value)
+
+
+def apply_result_checks(advancer: Advancer, job: Job) -> None:
+    """Run the node's output extraction and assertions on a completed job; a failure turns the
+    job `failed` (kind `assertion`) so retries and error edges apply."""
+    node = advancer.spec.nodes[job.node_id]
+    if job.status != JobStatus.COMPLETED or not (node.extract or node.assertions):
+        return
+    output = job_output(job)
+    extracted, problems = extract_outputs(node, output)
+    if extracted:
+        job.outputs = {**job.outputs, **extracted}
+        output = job_output(job)
+    results = check_assertions(advancer, node, output) if node.assertions else []
+    failed = [r for r in results if not r["passed"]]
+    for result in results:
+        verdict = "passed" if result["passed"] else "FAILED"
+        detail = result.get("error") or f"value {result.get('value')!r}"
+        advancer.recorder.add(
+            "assertion",
+            f"assertion {verdict} on '{job.node_id}': {result['expression']} ({detail})",
+            level="info" if result["passed"] else "error",
+            node_id=job.node_id,
+            job_id=job.pk,
+        )
+    job.assertions = json_safe(results)
+    if problems or failed:
+        job.status = JobStatus.FAILED
+        reasons = problems + [f"assertion failed: {r['expression']}" for r in failed]
+        job.error = "; ".join(reasons)
+    Job.objects.filter(pk=job.pk).update(
+        status=job.status, error=job.error, outputs=job.outputs, assertions=job.assertions
+    )
+
+
+def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
+    """Apply an agent's final report. Returns (job, applied); a repeat of an applied report is a
+    no-op, a report from a stale or superseded lease raises ExecutionConflict (fencing)."""
+    status = RESULT_STATUSES.get(report.status)
+    if status is None:
+        raise ValueError(report.status)
+    head = Job.objects.filter(pk=job_id).values("execution_id", "kill_requested_at").first()
+    if head is None:
+        raise JobNotFound(job_id)
+    if head["kill_requested_at"] is not None:
+        status = JobStatus.CANCELLED
+    now = timezone.now()
+    limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
+    with transaction.atomic():
+        execution = lock_execution(head["execution_id"])
+        updated = Job.objects.filter(
+            pk=job_id, lease=report.lease, status=JobStatus.RUNNING, agent=agent
+        ).update(
+            status=status,
+            exit_code=report.exit_code,
+            stdout=report.stdout[-limit:],
+            stderr=report.stderr[-limit:],
+            outputs=report.outputs,
+            http=report.http,
+            duration_ms=report.duration_ms,
+            error=report.error,
+            finished_at=report.finished_at or now,
+        )
+        job = Job.objects.get(pk=job_id)
+        if not updated:
+            if job.lease == report.lease and job.status in (status, JobStatus.FAILED):
+                return job, False
+            if job.lease != report.lease:
+                raise ExecutionConflict("lease is stale or superseded")
+            raise ExecutionConflict(f"job is already {job.status}")
+        recorder = EventRecorder(execution.pk, now)
+        if not execution.is_terminal:
+            advancer = Advancer(execution, spec_for_version(execution.version), recorder)
+            apply_result_checks(advancer, job)
+        level = "info" if job.status == JobStatus.COMPLETED else "error"
+        detail = f" ({job.error})" if job.error else ""
+        recorder.add(
+            "job.finished",
+            f"job for '{job.node_id}' (attempt {job.attempt}) {job.status}{detail}",
+            level=level,
+            node_id=job.node_id,
+            job_id=job.pk,
+            data={"status": job.status, "exit_code": job.exit_code, "duration_ms": job.duration_ms},
+        )
+        settle_job(execution, job, recorder)
+        recorder.flush()
+    return job, True
+
+
+@dataclass
+class OutputChunk:
+    seq: int
+    stream: str
+    data: str
+
+
+def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) -> dict[str, Any]:
+    """Store live output chunks in order, ignoring duplicates (by seq), up to the per-job cap.
+    Returns `{accepted, last_seq, cancel}`; `cancel` tells the agent to kill the job now."""
+    job = (
+        Job.objects.filter(pk=job_id)
+        .only(
+            "id",
+            "lease",
+            "status",
+            "agent_id",
+            "output_bytes",
+            "output_truncated",
+            "kill_requested_at",
+            "output_seq",
+        )
+        .first()
+    )
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.lease != lease or job.agent_id != agent.pk or job.status != JobStatus.RUNNING:
+        raise ExecutionConflict("lease is stale or superseded")
+    limit = settings.SWITCHYARD_MAX_OUTPUT_BYTES
+    budget = max(0, limit - job.output_bytes)
+    rows = []
+    truncated = job.output_truncated
+    for chunk in sorted(chunks, key=lambda c: c.seq):
+        if truncated:
+            break
+        data = chunk.data
+        size = len(data.encode())
+        if size > budget:
+            data = data.encode()[:budget].decode(errors="ignore") + TRUNCATION_MARKER.format(
+                limit=limit
+            )
+            truncated = True
+        budget -= min(size, budget)
+        rows.append(JobOutputChunk(job_id=job.pk, seq=chunk.seq, stream=chunk.stream, data=data))
+    accepted = 0
+    if rows:
+        existing = set(
+            JobOutputChunk.objects.filter(job_id=job.pk, seq__in=[r.seq for r in rows]).values_list(
+                "seq", flat=True
+            )
+        )
+        fresh = [row for row in rows if row.seq not in existing]
+        try:
+            JobOutputChunk.objects.bulk_create(fresh, ignore_conflicts=True)
+        except IntegrityError:
+            fresh = []
+        accepted = len(fresh)
+        if fresh:
+            Job.objects.filter(pk=job.pk).update(
+                output_bytes=F("output_bytes") + sum(len(r.data.encode()) for r in fresh),
+                output_seq=max(max(r.seq for r in fresh), job.output_seq),
+                output_truncated=truncated,
+            )
+    last_seq = max([job.output_seq, *[r.seq for r in rows]]) if rows else job.output_seq
+    return {
+        "accepted": accepted,
+        "last_seq": last_seq,
+        "cancel": job.kill_requested_at is not None,
+    }
+
+
+def jobs_to_kill(agent) -> list[str]:
+    """Running jobs of `agent` whose execution was killed."""
+    return [
+        str(job_id)
+        for job_id in Job.objects.filter(
+            agent=agent, status=JobStatus.RUNNING, kill_requested_at__isnull=False
+        ).values_list("id", flat=True)
+    ]
+
+
+def fail_job(job_id, error: str, status: str = JobStatus.FAILED, now=None) -> bool:
+    """Fail a running job on the control plane's own authority (agent lost, deadline passed):
+    the lease is revoked by the state change, so a late report from the agent gets 409."""
+    now = now or timezone.now()
+    execution_id = Job.objects.filter(pk=job_id).values_list("execution_id", flat=True).first()
+    if execution_id is None:
+        return False
+    with transaction.atomic():
+        execution: Execution = lock_execution(execution_id)
+        if not Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            status=status, error=error, finished_at=now, lease=None
+        ):
+            return False
+        job = Job.objects.get(pk=job_id)
+        recorder = EventRecorder(execution.pk, now)
+        recorder.add(
+            f"job.{status}",
+            f"job for '{job.node_id}' (attempt {job.attempt}) {status}: {error}",
+            level="error",
+            node_id=job.node_id,
+            job_id=job.pk,
+        )
+        settle_job(execution, job, recorder)
+        recorder.flush()
+    return True
