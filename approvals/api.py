@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from rest_framework import generics
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,8 +18,16 @@ from orchestrator.api_errors import Conflict
 QUERYSET = ApprovalRequest.objects.select_related("execution__workflow", "decided_by")
 
 
+class ApprovalCursorPagination(CursorPagination):
+    page_size = 100
+    max_page_size = 500
+    page_size_query_param = "page_size"
+    ordering = ("-created_at", "-id")
+
+
 class ApprovalListView(generics.ListAPIView):
     serializer_class = ApprovalSerializer
+    pagination_class = ApprovalCursorPagination
 
     def get_queryset(self):
         queryset = QUERYSET.all()
