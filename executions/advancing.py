@@ -434,8 +434,16 @@ class Advancer:
         ApprovalRequest.objects.filter(
             execution_id=execution.pk, status=ApprovalStatus.PENDING
         ).update(status=ApprovalStatus.CANCELLED, note=why, decided_at=self.now)
+        in_flight = set(
+            Job.objects.filter(execution_id=execution.pk, status=JobStatus.RUNNING).values_list(
+                "node_id", flat=True
+            )
+        )
         for node_id, state in list(self.states.items()):
-            if state.status == NodeStatus.PENDING:
+            has_child = "child" in self.extras.get(node_id, {})
+            if state.status == NodeStatus.PENDING or (
+                state.status == NodeStatus.RUNNING and not has_child and node_id not in in_flight
+            ):
                 self.states[node_id] = NodeState(NodeStatus.SKIPPED, reason=why)
             elif state.status == NodeStatus.WAITING:
                 self.states[node_id] = NodeState(NodeStatus.FAILED, reason=why)
@@ -576,15 +584,19 @@ def retry_delay(node: NodeSpec, attempt: int) -> float:
 
 
 def settle_job(execution: Execution, job: Job, recorder: EventRecorder) -> None:
-    """Advance the graph after `job` reached a terminal state (retry, follow edges, finish)."""
-    if execution.is_terminal:
-        return
+    """Advance the graph after `job` reached a terminal state (retry, follow edges, finish).
+    After the execution has ended, an in-flight job's result is still recorded on its node."""
     spec = spec_for_version(execution.version)
     node = spec.nodes[job.node_id]
     advancer = Advancer(execution, spec, recorder)
     if advancer.states.get(job.node_id, NodeState(NodeStatus.PENDING)).status != (
         NodeStatus.RUNNING
     ):
+        return
+    if execution.is_terminal:
+        outcome = "success" if job.status == JobStatus.COMPLETED else "error"
+        advancer.resolve(job.node_id, outcome, "" if outcome == "success" else job.error)
+        advancer.save()
         return
     if job.status == JobStatus.COMPLETED:
         advancer.outputs_cache = {job.node_id: job_output(job)}
