@@ -46,6 +46,7 @@ from orchestrator.engine import (
     resolve_node,
 )
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.secret_store import MASK, referenced_secrets, secret_names
 from orchestrator.services import spec_for_version
 
 NODE_REFERENCE = re.compile(r"nodes\s*(?:\.\s*|\[\s*['\"])([A-Za-z_][A-Za-z0-9_-]*)")
@@ -109,6 +110,7 @@ class Advancer:
         self.outputs_cache: dict[str, dict[str, Any]] | None = None
         self.router = QueueRouter(recorder)
         self.after_commit: list = []
+        self.secret_names: set[str] | None = None
 
     # -- template context -------------------------------------------------------------
     def node_outputs(self, node_ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -130,7 +132,14 @@ class Advancer:
                 self.outputs_cache[job.node_id] = job_output(job)
         return self.outputs_cache
 
+    def masked_secrets(self) -> dict[str, str]:
+        """`secrets.<name>` while planning: every visible name, every value `***`."""
+        if self.secret_names is None:
+            self.secret_names = secret_names(self.execution.workflow)
+        return dict.fromkeys(self.secret_names, MASK)
+
     def context_for(self, text: str) -> dict[str, Any]:
+        extra = {"secrets": self.masked_secrets()} if "secrets" in text else {}
         referenced = set(NODE_REFERENCE.findall(text)) & self.spec.nodes.keys()
         outputs = self.node_outputs(referenced) if referenced else {}
         nodes = {}
@@ -141,7 +150,7 @@ class Advancer:
                 entry["output"] = outputs[node_id]
                 entry["outputs"] = (outputs[node_id] or {}).get("outputs", {})
             nodes[node_id] = entry
-        return self.base_context() | {"nodes": nodes}
+        return self.base_context() | {"nodes": nodes} | extra
 
     def context(self, node: NodeSpec) -> dict[str, Any]:
         return self.context_for(repr(node.raw))
@@ -372,6 +381,7 @@ class Advancer:
             queue=route.queue,
             labels=node.labels,
             params=params,
+            secrets=sorted(referenced_secrets(repr(node.params)) & (self.secret_names or set())),
             timeout_s=node.timeout,
             not_before=not_before,
             wait_reason=route.wait_reason,

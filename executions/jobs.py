@@ -29,7 +29,10 @@ from executions.advancing import (
 )
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobOutputChunk, JobStatus
 from executions.recorder import EventRecorder
-from orchestrator.engine import NodeSpec, TemplateError, evaluate_expression
+from orchestrator.engine import NodeSpec, TemplateError, evaluate_expression, render_value
+from orchestrator.models import SecretUsage
+from orchestrator.secret_box import SecretDecryptionError, decrypt
+from orchestrator.secret_store import mask, masked_forms, resolve, reveal
 from orchestrator.services import spec_for_version
 
 RESULT_STATUSES = {
@@ -95,7 +98,45 @@ def claim_job(agent, job_id) -> Job:
         data={"agent": agent.name},
     )
     recorder.flush()
+    job.claim_params, job.claim_mask = job.params, []
+    if job.secrets:
+        try:
+            job.claim_params, job.claim_mask = deliver_secrets(job)
+        except (TemplateError, SecretDecryptionError) as error:
+            fail_job(job.pk, f"cannot deliver secrets: {error}")
+            raise ExecutionConflict(f"job {job_id} cannot run: {error}") from error
     return job
+
+
+def deliver_secrets(job: Job) -> tuple[dict[str, Any], list[str]]:
+    """Render the job's params again, this time with the secret values, for the claim response
+    only; record which secrets the job received."""
+    execution = Execution.objects.select_related("workflow", "version").get(pk=job.execution_id)
+    spec = spec_for_version(execution.version)
+    node = spec.nodes[job.node_id]
+    advancer = Advancer(execution, spec, EventRecorder(execution.pk))
+    secrets = resolve(execution.workflow, job.secrets)
+    values = {name: decrypt(secret.ciphertext) for name, secret in secrets.items()}
+    missing = sorted(set(job.secrets) - values.keys())
+    if missing:
+        raise TemplateError(f"secret(s) {', '.join(missing)} no longer exist", "secrets")
+    context = advancer.context(node) | {"secrets": values}
+    params = render_value(node.params, context, "with")
+    SecretUsage.objects.bulk_create(
+        [
+            SecretUsage(secret=secret, name=name, execution_id=execution.pk, job_id=job.pk)
+            for name, secret in secrets.items()
+        ]
+    )
+    return params, list(values.values())
+
+
+def secret_forms(job_secrets: list[str], execution_id) -> list[str]:
+    """The masked forms of the secrets a job received (for masking what it reports)."""
+    if not job_secrets:
+        return []
+    workflow = Execution.objects.only("workflow").get(pk=execution_id).workflow
+    return masked_forms(list(reveal(workflow, job_secrets).values()))
 
 
 def job_spec(job: Job) -> dict[str, Any]:
@@ -108,10 +149,10 @@ def job_spec(job: Job) -> dict[str, Any]:
         "attempt": job.attempt,
         "workflow": job.execution.workflow.slug,
         "action": job.action,
-        "params": job.params,
+        "params": getattr(job, "claim_params", job.params),
         "timeout_s": job.timeout_s,
         "env": {},
-        "mask": [],
+        "mask": getattr(job, "claim_mask", []),
         "network_allow": list(settings.SWITCHYARD_NETWORK_ALLOW),
         "output_limit_bytes": settings.SWITCHYARD_MAX_OUTPUT_BYTES,
     }
@@ -200,11 +241,20 @@ def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
     status = RESULT_STATUSES.get(report.status)
     if status is None:
         raise ValueError(report.status)
-    head = Job.objects.filter(pk=job_id).values("execution_id", "kill_requested_at").first()
+    head = (
+        Job.objects.filter(pk=job_id).values("execution_id", "kill_requested_at", "secrets").first()
+    )
     if head is None:
         raise JobNotFound(job_id)
     if head["kill_requested_at"] is not None:
         status = JobStatus.CANCELLED
+    forms = secret_forms(head["secrets"], head["execution_id"])
+    if forms:
+        report.stdout, report.stderr, report.error = mask(
+            [report.stdout, report.stderr, report.error], forms
+        )
+        report.outputs = mask(report.outputs, forms)
+        report.http = mask(report.http, forms)
     now = timezone.now()
     limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
     with transaction.atomic():
@@ -269,6 +319,8 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
             "output_truncated",
             "kill_requested_at",
             "output_seq",
+            "secrets",
+            "execution_id",
         )
         .first()
     )
@@ -276,6 +328,7 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
         raise JobNotFound(job_id)
     if job.lease != lease or job.agent_id != agent.pk or job.status != JobStatus.RUNNING:
         raise ExecutionConflict("lease is stale or superseded")
+    forms = secret_forms(job.secrets, job.execution_id)
     limit = settings.SWITCHYARD_MAX_OUTPUT_BYTES
     budget = max(0, limit - job.output_bytes)
     rows = []
@@ -283,7 +336,7 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
     for chunk in sorted(chunks, key=lambda c: c.seq):
         if truncated:
             break
-        data = chunk.data
+        data = mask(chunk.data, forms)
         size = len(data.encode())
         if size > budget:
             data = data.encode()[:budget].decode(errors="ignore") + TRUNCATION_MARKER.format(

@@ -135,6 +135,7 @@ class Job(models.Model):
     lease = models.UUIDField(null=True, blank=True)
     params = models.JSONField(default=dict)
     labels = models.JSONField(default=dict, blank=True)
+    secrets = models.JSONField(default=list, blank=True)
     timeout_s = models.FloatField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     stdout = models.TextField(blank=True)

@@ -72,3 +72,52 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class Secret(models.Model):
+    """A named secret, global or scoped to one workflow; only its ciphertext is stored."""
+
+    name = models.CharField(max_length=100)
+    workflow = models.ForeignKey(
+        Workflow, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets"
+    )
+    ciphertext = models.TextField()
+    description = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(workflow__isnull=True),
+                name="unique_global_secret",
+            ),
+            models.UniqueConstraint(fields=["name", "workflow"], name="unique_scoped_secret"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.workflow_id or 'global'})"
+
+
+class SecretUsage(models.Model):
+    """Which job of which execution received which secret (recorded at claim time)."""
+
+    secret = models.ForeignKey(Secret, null=True, on_delete=models.SET_NULL, related_name="uses")
+    name = models.CharField(max_length=100)
+    execution = models.ForeignKey(
+        "executions.Execution", on_delete=models.CASCADE, related_name="secret_uses"
+    )
+    job = models.ForeignKey("executions.Job", on_delete=models.CASCADE, related_name="secret_uses")
+    used_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-used_at"]
+        indexes = [models.Index(fields=["secret", "-used_at"], name="secret_usage_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.job_id}"

@@ -158,6 +158,8 @@ SWITCHYARD_JOB_TIMEOUT_GRACE = float(os.environ.get("SWITCHYARD_JOB_TIMEOUT_GRAC
 # stdout/stderr keep only their tail (SWITCHYARD_REPORT_TAIL_BYTES each).
 SWITCHYARD_MAX_OUTPUT_BYTES = int(os.environ.get("SWITCHYARD_MAX_OUTPUT_BYTES", str(10 << 20)))
 SWITCHYARD_REPORT_TAIL_BYTES = int(os.environ.get("SWITCHYARD_REPORT_TAIL_BYTES", str(1 << 20)))
+# Fernet keys for secrets at rest, newest first (rotation); default: derived from SECRET_KEY.
+SWITCHYARD_SECRETS_KEYS = env_list("SWITCHYARD_SECRETS_KEYS")
 # Private/loopback networks `http` and `notify` actions may reach (CIDRs or host names).
 SWITCHYARD_NETWORK_ALLOW = env_list("SWITCHYARD_NETWORK_ALLOW")
 

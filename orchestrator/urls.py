@@ -9,6 +9,7 @@ from agents import api as agent_api
 from approvals import api as approval_api
 from executions import api as execution_api
 from orchestrator import api as workflow_api
+from orchestrator import secrets_api
 from orchestrator.health import healthz, readyz
 
 api_v1 = [
@@ -32,6 +33,8 @@ api_v1 = [
     path("approvals/<int:approval_id>/", approval_api.ApprovalDetailView.as_view()),
     path("approvals/<int:approval_id>/approve/", approval_api.ApproveView.as_view()),
     path("approvals/<int:approval_id>/reject/", approval_api.RejectView.as_view()),
+    path("secrets/", secrets_api.SecretListView.as_view()),
+    path("secrets/<str:name>/", secrets_api.SecretDetailView.as_view()),
     path("agents/", agent_api.AgentListView.as_view()),
     path("agents/enrollment-tokens/", agent_api.EnrollmentTokenListView.as_view()),
     path("pools/", agent_api.PoolListView.as_view()),
