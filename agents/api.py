@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -27,6 +28,7 @@ from agents.services import (
     create_enrollment_token,
     record_heartbeat,
     register_agent,
+    revoke_agent,
 )
 from executions.advancing import ExecutionConflict
 from executions.jobs import (
@@ -150,6 +152,32 @@ class PoolListView(APIView):
         pools = AgentPool.objects.all()
         data = AgentPoolSerializer(pools, many=True, context={"agents": agents}).data
         return Response({"results": data})
+
+
+class AgentRevokeView(APIView):
+    """Revoke an agent's token: its next call (claim, report, heartbeat) is refused."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    def post(self, request, name: str):
+        agent = Agent.objects.filter(name=name).first()
+        if agent is None:
+            raise NotFound("No such agent.")
+        revoke_agent(agent)
+        return Response(AgentSerializer(Agent.objects.get(pk=agent.pk)).data)
+
+
+class EnrollmentTokenRevokeView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    def post(self, request, token_id: int):
+        token = EnrollmentToken.objects.filter(pk=token_id).first()
+        if token is None:
+            raise NotFound("No such enrollment token.")
+        EnrollmentToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        return Response(EnrollmentTokenSerializer(EnrollmentToken.objects.get(pk=token.pk)).data)
 
 
 class EnrollmentTokenListView(APIView):

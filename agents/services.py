@@ -110,3 +110,16 @@ def record_heartbeat(agent: Agent, running_jobs: list[str], version: str, load: 
         version=version or agent.version,
         load=load,
     )
+
+
+def revoke_agent(agent: Agent) -> None:
+    """Refuse the agent's token from now on; its running jobs are failed as lost so they retry
+    elsewhere (the agent itself kills them when its heartbeats are refused)."""
+    from executions.jobs import fail_job
+    from executions.models import Job, JobStatus
+
+    Agent.objects.filter(pk=agent.pk).update(revoked_at=timezone.now())
+    for job_id in Job.objects.filter(agent=agent, status=JobStatus.RUNNING).values_list(
+        "pk", flat=True
+    ):
+        fail_job(job_id, f"agent lost ({agent.name} was revoked)")

@@ -37,6 +37,11 @@ api_v1 = [
     path("secrets/<str:name>/", secrets_api.SecretDetailView.as_view()),
     path("agents/", agent_api.AgentListView.as_view()),
     path("agents/enrollment-tokens/", agent_api.EnrollmentTokenListView.as_view()),
+    path(
+        "agents/enrollment-tokens/<int:token_id>/revoke/",
+        agent_api.EnrollmentTokenRevokeView.as_view(),
+    ),
+    path("agents/<str:name>/revoke/", agent_api.AgentRevokeView.as_view()),
     path("pools/", agent_api.PoolListView.as_view()),
 ]
 

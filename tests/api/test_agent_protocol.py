@@ -253,3 +253,44 @@ def test_kill_marks_running_jobs_and_the_agent_learns_it(api, execution, agent_t
     job.refresh_from_db()
     assert job.status == "cancelled"
     assert Job.objects.filter(execution=execution).count() == 1
+
+
+@pytest.mark.django_db
+def test_admins_create_list_and_revoke_enrollment_and_agent_tokens(api, execution, agent_token):
+    created = api.post(
+        "/api/v1/agents/enrollment-tokens/",
+        {"description": "ci", "pools": ["linux"], "max_uses": 3},
+        format="json",
+    )
+    assert created.status_code == 201
+    raw, token_id = created.json()["token"], created.json()["id"]
+    listed = api.get("/api/v1/agents/enrollment-tokens/").json()["results"]
+    assert [t["id"] for t in listed] == [token_id] and "token" not in listed[0]
+    assert api.post(f"/api/v1/agents/enrollment-tokens/{token_id}/revoke/").status_code == 200
+    refused = APIClient().post(
+        "/api/agent/v1/register", {"enrollment_token": raw, "name": "late"}, format="json"
+    )
+    assert refused.status_code == 403
+
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    revoked = api.post("/api/v1/agents/a1/revoke/")
+    assert revoked.status_code == 200 and revoked.json()["status"] == "disabled"
+    assert client.post("/api/agent/v1/heartbeat", {}, format="json").status_code == 401
+    assert complete(client, job.pk, lease).status_code == 401
+    job.refresh_from_db()
+    assert job.status == "failed" and "revoked" in job.error
+    assert api.post("/api/v1/agents/nobody/revoke/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_only_admins_manage_agents(django_user_model, agent_token):
+    from orchestrator.authentication import create_api_token
+
+    viewer = django_user_model.objects.create_user("viewer")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(viewer)}")
+    assert client.get("/api/v1/agents/").status_code == 200
+    assert client.post("/api/v1/agents/a1/revoke/").status_code == 403
+    assert client.post("/api/v1/agents/enrollment-tokens/", {}, format="json").status_code == 403
