@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jsonpath_ng.exceptions import JsonPathParserError
@@ -203,8 +203,8 @@ def json_safe(value: Any) -> Any:
 
 
 def apply_result_checks(advancer: Advancer, job: Job) -> None:
-    """Run the node's output extraction and assertions on a completed job; a failure turns the
-    job `failed` (kind `assertion`) so retries and error edges apply."""
+    """Run the node's output extraction and assertions on a completed job (the caller saves it);
+    a failure turns the job `failed` (kind `assertion`) so retries and error edges apply."""
     node = advancer.spec.nodes[job.node_id]
     if job.status != JobStatus.COMPLETED or not (node.extract or node.assertions):
         return
@@ -230,9 +230,6 @@ def apply_result_checks(advancer: Advancer, job: Job) -> None:
         job.status = JobStatus.FAILED
         reasons = problems + [f"assertion failed: {r['expression']}" for r in failed]
         job.error = "; ".join(reasons)
-    Job.objects.filter(pk=job.pk).update(
-        status=job.status, error=job.error, outputs=job.outputs, assertions=job.assertions
-    )
 
 
 def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
@@ -241,48 +238,54 @@ def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
     status = RESULT_STATUSES.get(report.status)
     if status is None:
         raise ValueError(report.status)
-    head = (
-        Job.objects.filter(pk=job_id).values("execution_id", "kill_requested_at", "secrets").first()
-    )
-    if head is None:
-        raise JobNotFound(job_id)
-    if head["kill_requested_at"] is not None:
-        status = JobStatus.CANCELLED
-    forms = secret_forms(head["secrets"], head["execution_id"])
-    if forms:
-        report.stdout, report.stderr, report.error = mask(
-            [report.stdout, report.stderr, report.error], forms
-        )
-        report.outputs = mask(report.outputs, forms)
-        report.http = mask(report.http, forms)
     now = timezone.now()
-    limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
     with transaction.atomic():
-        execution = lock_execution(head["execution_id"])
-        updated = Job.objects.filter(
-            pk=job_id, lease=report.lease, status=JobStatus.RUNNING, agent=agent
-        ).update(
-            status=status,
-            exit_code=report.exit_code,
-            stdout=report.stdout[-limit:],
-            stderr=report.stderr[-limit:],
-            outputs=report.outputs,
-            http=report.http,
-            duration_ms=report.duration_ms,
-            error=report.error,
-            finished_at=report.finished_at or now,
+        execution = (
+            Execution.objects.select_for_update(of=("self",))
+            .select_related("workflow", "version")
+            .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
+            .first()
         )
-        job = Job.objects.get(pk=job_id)
-        if not updated:
-            if job.lease == report.lease and job.status in (status, JobStatus.FAILED):
+        if execution is None:
+            raise JobNotFound(job_id)
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.kill_requested_at is not None:
+            status = JobStatus.CANCELLED
+        if job.lease != report.lease:
+            raise ExecutionConflict("lease is stale or superseded")
+        if job.status != JobStatus.RUNNING or job.agent_id != agent.pk:
+            if job.status in (status, JobStatus.FAILED):
                 return job, False
-            if job.lease != report.lease:
-                raise ExecutionConflict("lease is stale or superseded")
             raise ExecutionConflict(f"job is already {job.status}")
+        forms = secret_forms(job.secrets, job.execution_id)
+        limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
+        job.status = status
+        job.exit_code = report.exit_code
+        job.stdout = mask(report.stdout[-limit:], forms)
+        job.stderr = mask(report.stderr[-limit:], forms)
+        job.outputs = mask(report.outputs, forms)
+        job.http = mask(report.http, forms)
+        job.error = mask(report.error, forms)
+        job.duration_ms = report.duration_ms
+        job.finished_at = report.finished_at or now
         recorder = EventRecorder(execution.pk, now)
         if not execution.is_terminal:
             advancer = Advancer(execution, spec_for_version(execution.version), recorder)
             apply_result_checks(advancer, job)
+        job.save(
+            update_fields=[
+                "status",
+                "exit_code",
+                "stdout",
+                "stderr",
+                "outputs",
+                "http",
+                "error",
+                "duration_ms",
+                "finished_at",
+                "assertions",
+            ]
+        )
         level = "info" if job.status == JobStatus.COMPLETED else "error"
         detail = f" ({job.error})" if job.error else ""
         recorder.add(
