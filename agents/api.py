@@ -6,6 +6,8 @@ import uuid
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -14,11 +16,20 @@ from rest_framework.views import APIView
 from agents.authentication import AgentTokenAuthentication, IsAgent
 from agents.models import Agent, AgentPool, EnrollmentToken
 from agents.serializers import (
+    AgentListResponseSerializer,
+    AgentPoolListResponseSerializer,
     AgentPoolSerializer,
+    AgentRegisteredSerializer,
     AgentSerializer,
     CompleteSerializer,
+    EnrollmentTokenCreatedSerializer,
+    EnrollmentTokenListResponseSerializer,
     EnrollmentTokenSerializer,
+    HeartbeatAckSerializer,
     HeartbeatSerializer,
+    JobOutputAckSerializer,
+    JobResultAckSerializer,
+    JobSpecSerializer,
     OutputSerializer,
     RegisterSerializer,
 )
@@ -42,6 +53,14 @@ from executions.jobs import (
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
+from orchestrator.schema import error_responses
+
+PROTOCOL = ["agent-protocol"]
+REGISTRY = ["agents"]
+STALE_LEASE = {"e409": "The lease is stale or superseded, or the job is in another state."}
+NO_JOB = {"e404": "No such job."}
+ADMIN_ONLY = {"e403": "Only staff users may do this."}
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 def parse_job_id(raw: str) -> uuid.UUID:
@@ -60,6 +79,22 @@ class RegisterView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
 
+    @extend_schema(
+        operation_id="agent_register",
+        summary="Register an agent with an enrollment token",
+        tags=PROTOCOL,
+        request=RegisterSerializer,
+        responses={
+            201: AgentRegisteredSerializer,
+            **error_responses(
+                400,
+                403,
+                409,
+                e403="The enrollment token is invalid, expired, used up or revoked.",
+                e409="An agent with that name is already registered.",
+            ),
+        },
+    )
     def post(self, request):
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -92,6 +127,13 @@ class RegisterView(APIView):
 
 
 class HeartbeatView(AgentView):
+    @extend_schema(
+        operation_id="agent_heartbeat",
+        summary="Report liveness; learn which running jobs to kill",
+        tags=PROTOCOL,
+        request=HeartbeatSerializer,
+        responses={200: HeartbeatAckSerializer, **error_responses(400, 401)},
+    )
     def post(self, request):
         serializer = HeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -101,6 +143,23 @@ class HeartbeatView(AgentView):
 
 
 class ClaimView(AgentView):
+    @extend_schema(
+        operation_id="agent_job_claim",
+        summary="Claim a job; exactly one claim wins",
+        tags=PROTOCOL,
+        parameters=[JOB_ID],
+        request=None,
+        responses={
+            200: JobSpecSerializer,
+            **error_responses(
+                401,
+                404,
+                409,
+                e409="Already claimed, not due yet, for another queue, or cannot run.",
+                **NO_JOB,
+            ),
+        },
+    )
     def post(self, request, job_id: str):
         try:
             job = claim_job(request.auth, parse_job_id(job_id))
@@ -112,6 +171,17 @@ class ClaimView(AgentView):
 
 
 class OutputView(AgentView):
+    @extend_schema(
+        operation_id="agent_job_output",
+        summary="Append live output chunks of a running job",
+        tags=PROTOCOL,
+        parameters=[JOB_ID],
+        request=OutputSerializer,
+        responses={
+            200: JobOutputAckSerializer,
+            **error_responses(400, 401, 404, 409, **NO_JOB, **STALE_LEASE),
+        },
+    )
     def post(self, request, job_id: str):
         serializer = OutputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -127,6 +197,17 @@ class OutputView(AgentView):
 
 
 class CompleteView(AgentView):
+    @extend_schema(
+        operation_id="agent_job_complete",
+        summary="Report a job's final result",
+        tags=PROTOCOL,
+        parameters=[JOB_ID],
+        request=CompleteSerializer,
+        responses={
+            200: JobResultAckSerializer,
+            **error_responses(400, 401, 404, 409, **NO_JOB, **STALE_LEASE),
+        },
+    )
     def post(self, request, job_id: str):
         serializer = CompleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -142,11 +223,25 @@ class CompleteView(AgentView):
 
 
 class AgentListView(APIView):
+    @extend_schema(
+        operation_id="agents_list",
+        summary="List agents",
+        tags=REGISTRY,
+        request=None,
+        responses={200: AgentListResponseSerializer, **error_responses(401)},
+    )
     def get(self, request):
         return Response({"results": AgentSerializer(Agent.objects.all(), many=True).data})
 
 
 class PoolListView(APIView):
+    @extend_schema(
+        operation_id="pools_list",
+        summary="List agent pools with their members",
+        tags=REGISTRY,
+        request=None,
+        responses={200: AgentPoolListResponseSerializer, **error_responses(401)},
+    )
     def get(self, request):
         agents = list(Agent.objects.all())
         pools = AgentPool.objects.all()
@@ -159,6 +254,16 @@ class AgentRevokeView(APIView):
 
     permission_classes = [permissions.IsAdminUser]
 
+    @extend_schema(
+        operation_id="agents_revoke",
+        summary="Revoke an agent's token",
+        tags=REGISTRY,
+        request=None,
+        responses={
+            200: AgentSerializer,
+            **error_responses(401, 403, 404, e404="No such agent.", **ADMIN_ONLY),
+        },
+    )
     def post(self, request, name: str):
         agent = Agent.objects.filter(name=name).first()
         if agent is None:
@@ -170,6 +275,16 @@ class AgentRevokeView(APIView):
 class EnrollmentTokenRevokeView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
+    @extend_schema(
+        operation_id="agents_enrollment_tokens_revoke",
+        summary="Revoke an enrollment token",
+        tags=REGISTRY,
+        request=None,
+        responses={
+            200: EnrollmentTokenSerializer,
+            **error_responses(401, 403, 404, e404="No such enrollment token.", **ADMIN_ONLY),
+        },
+    )
     def post(self, request, token_id: int):
         token = EnrollmentToken.objects.filter(pk=token_id).first()
         if token is None:
@@ -183,10 +298,31 @@ class EnrollmentTokenRevokeView(APIView):
 class EnrollmentTokenListView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
+    @extend_schema(
+        operation_id="agents_enrollment_tokens_list",
+        summary="List enrollment tokens",
+        tags=REGISTRY,
+        request=None,
+        responses={
+            200: EnrollmentTokenListResponseSerializer,
+            **error_responses(401, 403, **ADMIN_ONLY),
+        },
+    )
     def get(self, request):
         tokens = EnrollmentToken.objects.all()
         return Response({"results": EnrollmentTokenSerializer(tokens, many=True).data})
 
+    @extend_schema(
+        operation_id="agents_enrollment_tokens_create",
+        summary="Create an enrollment token",
+        description="The raw token is in the response only; it cannot be read again.",
+        tags=REGISTRY,
+        request=EnrollmentTokenSerializer,
+        responses={
+            201: EnrollmentTokenCreatedSerializer,
+            **error_responses(400, 401, 403, **ADMIN_ONLY),
+        },
+    )
     def post(self, request):
         serializer = EnrollmentTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from agents.models import Agent, AgentPool, EnrollmentToken
@@ -19,6 +20,7 @@ def validate_name(value: str) -> str:
     return value
 
 
+@extend_schema_serializer(component_name="AgentRegistration")
 class RegisterSerializer(serializers.Serializer):
     enrollment_token = serializers.CharField(max_length=200)
     name = serializers.CharField(max_length=100, validators=[validate_name])
@@ -49,11 +51,13 @@ class OutputChunkSerializer(serializers.Serializer):
     data = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=1_048_576)
 
 
+@extend_schema_serializer(component_name="JobOutputUpload")
 class OutputSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
     chunks = serializers.ListField(child=OutputChunkSerializer(), max_length=1000)
 
 
+@extend_schema_serializer(component_name="JobResult")
 class CompleteSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
     status = serializers.ChoiceField(choices=["completed", "failed", "timeout"])
@@ -83,7 +87,7 @@ class CompleteSerializer(serializers.Serializer):
 
 
 class AgentSerializer(serializers.ModelSerializer):
-    status = serializers.CharField(read_only=True)
+    status = serializers.CharField(read_only=True, help_text="`online`, `offline` or `disabled`.")
 
     class Meta:
         model = Agent
@@ -140,3 +144,76 @@ class EnrollmentTokenSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "prefix", "uses", "revoked_at", "created_at"]
+
+
+# Response shapes of the agent views, which build their bodies by hand (for the OpenAPI schema).
+
+
+class AgentRegisteredSerializer(serializers.Serializer):
+    """`POST /api/agent/v1/register`: the agent's identity and its token (shown once)."""
+
+    name = serializers.CharField()
+    token = serializers.CharField(help_text="Send as `Authorization: Bearer <token>`.")
+    pools = serializers.ListField(child=serializers.CharField())
+    labels = serializers.DictField(child=serializers.CharField())
+    queues = serializers.ListField(child=serializers.CharField())
+    broker_url = serializers.CharField()
+    heartbeat_interval = serializers.FloatField(help_text="Seconds between heartbeats.")
+
+
+class HeartbeatAckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    cancel = serializers.ListField(
+        child=serializers.UUIDField(), help_text="Ids of running jobs the agent must kill now."
+    )
+
+
+class JobSpecSerializer(serializers.Serializer):
+    """What a winning claim receives: everything the agent needs to run the job."""
+
+    job_id = serializers.UUIDField()
+    lease = serializers.UUIDField()
+    execution_id = serializers.UUIDField()
+    node_id = serializers.CharField()
+    attempt = serializers.IntegerField()
+    workflow = serializers.CharField()
+    action = serializers.CharField()
+    params = serializers.DictField()
+    timeout_s = serializers.FloatField(allow_null=True)
+    env = serializers.DictField(child=serializers.CharField())
+    mask = serializers.ListField(child=serializers.CharField())
+    network_allow = serializers.ListField(child=serializers.CharField())
+    output_limit_bytes = serializers.IntegerField()
+
+
+class JobOutputAckSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+    cancel = serializers.BooleanField(help_text="Kill the job now.")
+
+
+class JobResultAckSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField()
+    status = serializers.CharField()
+    applied = serializers.BooleanField(help_text="False when this report repeats an applied one.")
+
+
+class AgentListResponseSerializer(serializers.Serializer):
+    results = AgentSerializer(many=True)
+
+
+class AgentPoolListResponseSerializer(serializers.Serializer):
+    results = AgentPoolSerializer(many=True)
+
+
+class EnrollmentTokenListResponseSerializer(serializers.Serializer):
+    results = EnrollmentTokenSerializer(many=True)
+
+
+class EnrollmentTokenCreatedSerializer(EnrollmentTokenSerializer):
+    token = serializers.CharField(
+        read_only=True, help_text="The raw enrollment token (shown once)."
+    )
+
+    class Meta(EnrollmentTokenSerializer.Meta):
+        fields = [*EnrollmentTokenSerializer.Meta.fields, "token"]

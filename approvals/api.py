@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -14,6 +15,10 @@ from approvals.serializers import ApprovalSerializer, DecisionSerializer
 from approvals.services import DecisionRefused, decide
 from executions.advancing import ExecutionConflict
 from orchestrator.api_errors import Conflict
+from orchestrator.schema import error_responses
+
+TAGS = ["approvals"]
+NO_APPROVAL = {"e404": "No such approval request."}
 
 QUERYSET = ApprovalRequest.objects.select_related("execution__workflow", "decided_by")
 
@@ -25,6 +30,26 @@ class ApprovalCursorPagination(CursorPagination):
     ordering = ("-created_at", "-id")
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="approvals_list",
+        summary="List approval requests, newest first",
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                OpenApiParameter.QUERY,
+                enum=list(ApprovalStatus.values),
+                description="Only requests with this status.",
+            )
+        ],
+        responses={
+            200: ApprovalSerializer(many=True),
+            **error_responses(400, 401, 404, e404="Invalid cursor."),
+        },
+    )
+)
 class ApprovalListView(generics.ListAPIView):
     serializer_class = ApprovalSerializer
     pagination_class = ApprovalCursorPagination
@@ -42,6 +67,13 @@ class ApprovalListView(generics.ListAPIView):
 
 
 class ApprovalDetailView(APIView):
+    @extend_schema(
+        operation_id="approvals_retrieve",
+        summary="Get an approval request",
+        tags=TAGS,
+        request=None,
+        responses={200: ApprovalSerializer, **error_responses(401, 404, **NO_APPROVAL)},
+    )
     def get(self, request, approval_id: int):
         return Response(ApprovalSerializer(get_object_or_404(QUERYSET, pk=approval_id)).data)
 
@@ -49,6 +81,24 @@ class ApprovalDetailView(APIView):
 class DecisionView(APIView):
     approve = True
 
+    @extend_schema(
+        operation_id="approvals_decide",
+        tags=TAGS,
+        request=DecisionSerializer,
+        responses={
+            200: ApprovalSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                e403="You may not decide this request (not an approver, or self-approval).",
+                e409="The request is no longer pending, or you already voted.",
+                **NO_APPROVAL,
+            ),
+        },
+    )
     def post(self, request, approval_id: int):
         serializer = DecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -69,9 +119,13 @@ class DecisionView(APIView):
         return Response(ApprovalSerializer(get_object_or_404(QUERYSET, pk=approval_id)).data)
 
 
+@extend_schema_view(
+    post=extend_schema(operation_id="approvals_approve", summary="Approve (vote for) a request")
+)
 class ApproveView(DecisionView):
     approve = True
 
 
+@extend_schema_view(post=extend_schema(operation_id="approvals_reject", summary="Reject a request"))
 class RejectView(DecisionView):
     approve = False

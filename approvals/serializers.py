@@ -8,7 +8,7 @@ from approvals.models import ApprovalRequest
 class ApprovalSerializer(serializers.ModelSerializer):
     execution = serializers.UUIDField(source="execution_id", read_only=True)
     workflow = serializers.CharField(source="execution.workflow.slug", read_only=True)
-    decided_by = serializers.CharField(source="decided_by.username", default=None)
+    decided_by = serializers.CharField(source="decided_by.username", default=None, allow_null=True)
 
     class Meta:
         model = ApprovalRequest

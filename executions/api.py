@@ -6,6 +6,8 @@ import uuid
 
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -15,18 +17,55 @@ from rest_framework.views import APIView
 from executions.advancing import Advancer, ExecutionConflict, cancel_execution
 from executions.filters import ExecutionFilter
 from executions.jobs import json_safe
-from executions.models import EventLevel, Execution, ExecutionEvent, Job, JobOutputChunk
+from executions.models import (
+    EventLevel,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    Job,
+    JobOutputChunk,
+)
 from executions.recorder import EventRecorder
 from executions.serializers import (
+    EvaluateRequestSerializer,
+    EvaluateResultSerializer,
     EventSerializer,
     ExecutionDetailSerializer,
     ExecutionSerializer,
+    JobOutputSerializer,
     execution_detail_queryset,
     job_counts_for,
 )
 from orchestrator.api_errors import Conflict
 from orchestrator.engine import TemplateError, evaluate_expression
+from orchestrator.schema import error_responses
 from orchestrator.services import spec_for_version
+
+TAGS = ["executions"]
+NO_EXECUTION = {"e404": "No such execution."}
+EXECUTION_ID = OpenApiParameter("execution_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+
+def query(name: str, description: str, type_=str, **kwargs) -> OpenApiParameter:
+    return OpenApiParameter(name, type_, OpenApiParameter.QUERY, description=description, **kwargs)
+
+
+LIST_FILTERS = [
+    query("workflow", "Workflow slugs, comma-separated."),
+    query(
+        "status",
+        f"Statuses, comma-separated ({', '.join(ExecutionStatus.values)}).",
+    ),
+    query("trigger", "Trigger kinds, comma-separated (e.g. `manual,parent`)."),
+    query("since", "Created at or after this time (ISO 8601).", OpenApiTypes.DATETIME),
+    query("until", "Created before this time (ISO 8601).", OpenApiTypes.DATETIME),
+    query(
+        "label",
+        "Labels, comma-separated: `key` (has the label) or `key=value`; all must match.",
+    ),
+    query("q", "Text search in the workflow slug, error, inputs and trigger."),
+]
 
 
 class ExecutionCursorPagination(CursorPagination):
@@ -50,6 +89,19 @@ def parse_uuid(raw: str, what: str = "execution") -> uuid.UUID:
         raise NotFound(f"No such {what}.") from error
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="executions_list",
+        summary="List executions, newest first",
+        description="Cursor-paginated: follow `next` (or pass its `cursor`) for the next page.",
+        tags=TAGS,
+        parameters=LIST_FILTERS,
+        responses={
+            200: ExecutionSerializer(many=True),
+            **error_responses(400, 401, 404, e404="Invalid cursor."),
+        },
+    )
+)
 class ExecutionListView(generics.ListAPIView):
     serializer_class = ExecutionSerializer
     pagination_class = ExecutionCursorPagination
@@ -68,11 +120,38 @@ class ExecutionListView(generics.ListAPIView):
 
 
 class ExecutionDetailView(APIView):
+    @extend_schema(
+        operation_id="executions_retrieve",
+        summary="Get an execution with its nodes, jobs, approvals and recent log",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={200: ExecutionDetailSerializer, **error_responses(401, 404, **NO_EXECUTION)},
+    )
     def get(self, request, execution_id: str):
         execution = get_object_or_404(execution_detail_queryset(), pk=parse_uuid(execution_id))
         return Response(ExecutionDetailSerializer(execution).data)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="executions_log_list",
+        summary="An execution's log, oldest first",
+        tags=TAGS,
+        parameters=[
+            EXECUTION_ID,
+            query(
+                "level",
+                "Minimum level: this level and the more severe ones.",
+                enum=list(EventLevel.values),
+            ),
+        ],
+        responses={
+            200: EventSerializer(many=True),
+            **error_responses(400, 401, 404, e404="No such execution, or invalid cursor."),
+        },
+    )
+)
 class ExecutionLogView(generics.ListAPIView):
     serializer_class = EventSerializer
     pagination_class = EventCursorPagination
@@ -95,6 +174,26 @@ class JobOutputView(APIView):
     """Full output of a job. While it runs, `?after=<seq>` returns the live chunks after `seq`
     (poll with the returned `last_seq`); once finished, the stored output."""
 
+    @extend_schema(
+        operation_id="executions_job_output_retrieve",
+        summary="A job's output (live while it runs)",
+        tags=TAGS,
+        parameters=[
+            EXECUTION_ID,
+            JOB_ID,
+            query(
+                "after",
+                "Only live chunks with `seq` greater than this (default 0: everything).",
+                int,
+                default=0,
+            ),
+        ],
+        request=None,
+        responses={
+            200: JobOutputSerializer,
+            **error_responses(400, 401, 404, e404="No such execution or job."),
+        },
+    )
     def get(self, request, execution_id: str, job_id: str):
         job = get_object_or_404(
             Job.objects.only(
@@ -136,6 +235,19 @@ class CancelView(APIView):
 
     kill = False
 
+    @extend_schema(
+        operation_id="executions_cancel",
+        summary="Cancel an execution gracefully",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={
+            200: ExecutionDetailSerializer,
+            **error_responses(
+                401, 404, 409, e409="The execution has already finished.", **NO_EXECUTION
+            ),
+        },
+    )
     def post(self, request, execution_id: str):
         execution_pk = parse_uuid(execution_id)
         if not Execution.objects.filter(pk=execution_pk).exists():
@@ -148,6 +260,12 @@ class CancelView(APIView):
         return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_200_OK)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="executions_kill",
+        summary="Kill an execution, terminating its running jobs",
+    )
+)
 class KillView(CancelView):
     """Forceful: in-flight jobs are also terminated on their agents."""
 
@@ -157,6 +275,17 @@ class KillView(CancelView):
 class EvaluateView(APIView):
     """Render an expression against a run's real context, to test templates on real data."""
 
+    @extend_schema(
+        operation_id="executions_evaluate",
+        summary="Evaluate an expression against an execution's context",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=EvaluateRequestSerializer,
+        responses={
+            200: EvaluateResultSerializer,
+            **error_responses(400, 401, 404, **NO_EXECUTION),
+        },
+    )
     def post(self, request, execution_id: str):
         execution = get_object_or_404(
             Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)

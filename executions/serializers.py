@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
+from drf_spectacular.helpers import lazy_serializer
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from executions.models import JOB_TERMINAL, Execution, ExecutionEvent, Job
@@ -12,7 +14,7 @@ DETAIL_LOG_LIMIT = 1000
 
 
 class JobSerializer(serializers.ModelSerializer):
-    agent = serializers.CharField(source="agent.name", default=None)
+    agent = serializers.CharField(source="agent.name", default=None, allow_null=True)
 
     class Meta:
         model = Job
@@ -57,7 +59,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
 
     workflow = serializers.CharField(source="workflow.slug")
     version = serializers.IntegerField(source="version.number")
-    duration_ms = serializers.IntegerField(read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
     jobs_total = serializers.SerializerMethodField()
     jobs_done = serializers.SerializerMethodField()
 
@@ -91,10 +93,29 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return self.job_counts(execution)[1]
 
 
+class NodeStateSerializer(serializers.Serializer):
+    """A node of the run's definition and how far it got (`ExecutionDetail.nodes`)."""
+
+    id = serializers.CharField()
+    type = serializers.CharField()
+    action = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+
+
+class ChildExecutionSerializer(serializers.Serializer):
+    """A sub-workflow run started by one of this run's nodes (`ExecutionDetail.children`)."""
+
+    id = serializers.UUIDField()
+    workflow = serializers.CharField()
+    status = serializers.ChoiceField(choices=Execution._meta.get_field("status").choices)
+    node_id = serializers.CharField(allow_blank=True)
+
+
 class ExecutionDetailSerializer(serializers.ModelSerializer):
     workflow = serializers.CharField(source="workflow.slug")
     version = serializers.IntegerField(source="version.number")
-    duration_ms = serializers.IntegerField(read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
     nodes = serializers.SerializerMethodField()
     jobs = JobSerializer(many=True, read_only=True)
     log = serializers.SerializerMethodField()
@@ -130,6 +151,7 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
             "definition",
         ]
 
+    @extend_schema_field(NodeStateSerializer(many=True))
     def get_nodes(self, execution: Execution) -> list[dict]:
         spec = spec_for_version(execution.version)
         return [
@@ -143,10 +165,12 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
             for node in spec.nodes.values()
         ]
 
+    @extend_schema_field(EventSerializer(many=True))
     def get_log(self, execution: Execution) -> list[dict]:
         events = execution.events.all().order_by("-id")[:DETAIL_LOG_LIMIT]
         return EventSerializer(reversed(list(events)), many=True).data
 
+    @extend_schema_field(lazy_serializer("approvals.serializers.ApprovalSerializer")(many=True))
     def get_approvals(self, execution: Execution) -> list:
         from approvals.serializers import ApprovalSerializer
 
@@ -154,6 +178,7 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
             execution.approvals.select_related("decided_by").all(), many=True, context={"flat": 1}
         ).data
 
+    @extend_schema_field(ChildExecutionSerializer(many=True))
     def get_children(self, execution: Execution) -> list[dict]:
         return [
             {
@@ -184,3 +209,45 @@ def job_counts_for(execution_ids: list) -> dict:
         .annotate(total=Count("id"), done=Count("id", filter=Q(status__in=JOB_TERMINAL)))
     )
     return {row["execution_id"]: (row["total"], row["done"]) for row in rows}
+
+
+# Response/request shapes of the views that build their bodies by hand (for the OpenAPI schema).
+
+
+class JobOutputChunkSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    stream = serializers.ChoiceField(choices=["stdout", "stderr"])
+    data = serializers.CharField(allow_blank=True)
+
+
+class JobOutputSerializer(serializers.Serializer):
+    """`GET …/jobs/{job_id}/output/`: live chunks after `?after=` plus the assembled streams."""
+
+    job_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Job._meta.get_field("status").choices)
+    exit_code = serializers.IntegerField(allow_null=True)
+    chunks = JobOutputChunkSerializer(
+        many=True, help_text="Live chunks after `after` (at most 5000)."
+    )
+    last_seq = serializers.IntegerField(help_text="Poll again with `after=last_seq`.")
+    truncated = serializers.BooleanField()
+    stdout = serializers.CharField(
+        allow_null=True,
+        allow_blank=True,
+        help_text="Full stdout; null when polling live chunks with `after` > 0.",
+    )
+    stderr = serializers.CharField(
+        allow_null=True,
+        allow_blank=True,
+        help_text="Full stderr; null when polling live chunks with `after` > 0.",
+    )
+
+
+@extend_schema_serializer(component_name="Evaluate")
+class EvaluateRequestSerializer(serializers.Serializer):
+    expression = serializers.CharField(max_length=10_000)
+
+
+class EvaluateResultSerializer(serializers.Serializer):
+    expression = serializers.CharField()
+    value = serializers.JSONField(help_text="The rendered value (any JSON value).")

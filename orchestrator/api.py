@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import ProtectedError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -14,12 +15,16 @@ from executions.serializers import ExecutionDetailSerializer, execution_detail_q
 from orchestrator.api_errors import Conflict, definition_error_response
 from orchestrator.engine import DefinitionError
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.schema import error_responses
 from orchestrator.serializers import (
     DefinitionRequestSerializer,
     ExecuteRequestSerializer,
     PublishRequestSerializer,
+    ValidationResultSerializer,
+    VersionListResponseSerializer,
     VersionSerializer,
     WorkflowDetailSerializer,
+    WorkflowListResponseSerializer,
     WorkflowPatchSerializer,
     WorkflowSerializer,
 )
@@ -29,6 +34,9 @@ from orchestrator.services import (
     publish_version,
     validate_definition,
 )
+
+TAGS = ["workflows"]
+NO_WORKFLOW = {"e404": "No such workflow."}
 
 WORKFLOW_QUERYSET = Workflow.objects.select_related("published_version")
 
@@ -44,9 +52,27 @@ def with_prefix(error: DefinitionError, prefix: str) -> DefinitionError:
 
 
 class WorkflowListView(APIView):
+    @extend_schema(
+        operation_id="workflows_list",
+        summary="List workflows",
+        tags=TAGS,
+        request=None,
+        responses={200: WorkflowListResponseSerializer, **error_responses(401)},
+    )
     def get(self, request):
         return Response({"results": WorkflowSerializer(WORKFLOW_QUERYSET.all(), many=True).data})
 
+    @extend_schema(
+        operation_id="workflows_create",
+        summary="Create a workflow",
+        description="Creates the workflow from its definition and publishes it as version 1.",
+        tags=TAGS,
+        request=DefinitionRequestSerializer,
+        responses={
+            201: WorkflowDetailSerializer,
+            **error_responses(400, 401),
+        },
+    )
     def post(self, request):
         serializer = DefinitionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -59,6 +85,17 @@ class WorkflowListView(APIView):
 
 
 class ValidateView(APIView):
+    @extend_schema(
+        operation_id="workflows_validate",
+        summary="Validate a definition without saving it",
+        description=(
+            "A definition with problems is answered with 200 and `valid: false`; 400 means the "
+            "request itself is malformed (e.g. no `definition`)."
+        ),
+        tags=TAGS,
+        request=DefinitionRequestSerializer,
+        responses={200: ValidationResultSerializer, **error_responses(400, 401)},
+    )
     def post(self, request):
         serializer = DefinitionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -85,9 +122,26 @@ class ValidateView(APIView):
 
 
 class WorkflowDetailView(APIView):
+    @extend_schema(
+        operation_id="workflows_retrieve",
+        summary="Get a workflow with its published definition",
+        tags=TAGS,
+        request=None,
+        responses={200: WorkflowDetailSerializer, **error_responses(401, 404, **NO_WORKFLOW)},
+    )
     def get(self, request, slug: str):
         return Response(WorkflowDetailSerializer(get_workflow(slug)).data)
 
+    @extend_schema(
+        operation_id="workflows_partial_update",
+        summary="Activate or deactivate a workflow",
+        tags=TAGS,
+        request=WorkflowPatchSerializer,
+        responses={
+            200: WorkflowDetailSerializer,
+            **error_responses(400, 401, 404, **NO_WORKFLOW),
+        },
+    )
     def patch(self, request, slug: str):
         workflow = get_workflow(slug)
         serializer = WorkflowPatchSerializer(data=request.data)
@@ -97,6 +151,22 @@ class WorkflowDetailView(APIView):
             workflow.save(update_fields=["is_active", "updated_at"])
         return Response(WorkflowDetailSerializer(workflow).data)
 
+    @extend_schema(
+        operation_id="workflows_destroy",
+        summary="Delete a workflow",
+        tags=TAGS,
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(
+                401,
+                404,
+                409,
+                e409="The workflow has executions; deactivate it or delete them first.",
+                **NO_WORKFLOW,
+            ),
+        },
+    )
     def delete(self, request, slug: str):
         workflow = get_workflow(slug)
         try:
@@ -109,11 +179,25 @@ class WorkflowDetailView(APIView):
 
 
 class VersionListView(APIView):
+    @extend_schema(
+        operation_id="workflows_versions_list",
+        summary="List a workflow's versions",
+        tags=TAGS,
+        request=None,
+        responses={200: VersionListResponseSerializer, **error_responses(401, 404, **NO_WORKFLOW)},
+    )
     def get(self, request, slug: str):
         workflow = get_workflow(slug)
         versions = WorkflowVersion.objects.filter(workflow=workflow).select_related("created_by")
         return Response({"results": VersionSerializer(versions, many=True).data})
 
+    @extend_schema(
+        operation_id="workflows_versions_create",
+        summary="Add a version (not published)",
+        tags=TAGS,
+        request=DefinitionRequestSerializer,
+        responses={201: VersionSerializer, **error_responses(400, 401, 404, **NO_WORKFLOW)},
+    )
     def post(self, request, slug: str):
         workflow = get_workflow(slug)
         serializer = DefinitionRequestSerializer(data=request.data)
@@ -126,6 +210,17 @@ class VersionListView(APIView):
 
 
 class PublishView(APIView):
+    @extend_schema(
+        operation_id="workflows_publish",
+        summary="Publish a version",
+        description="Publishes `version`, or the latest version when it is omitted.",
+        tags=TAGS,
+        request=PublishRequestSerializer,
+        responses={
+            200: WorkflowDetailSerializer,
+            **error_responses(400, 401, 404, e404="No such workflow or version."),
+        },
+    )
     def post(self, request, slug: str):
         workflow = get_workflow(slug)
         serializer = PublishRequestSerializer(data=request.data)
@@ -138,6 +233,36 @@ class PublishView(APIView):
 
 
 class ExecuteView(APIView):
+    @extend_schema(
+        operation_id="workflows_execute",
+        summary="Start an execution",
+        description=(
+            "Runs the published version, or `version` when given. Returns the new execution."
+        ),
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter(
+                "X-Switchyard-Channel",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                enum=["api", "cli", "ui"],
+                description="Where the request comes from, recorded in the trigger (default api).",
+            )
+        ],
+        request=ExecuteRequestSerializer,
+        responses={
+            201: ExecutionDetailSerializer,
+            **error_responses(
+                400,
+                401,
+                404,
+                409,
+                e404="No such workflow or version.",
+                e409="The workflow is inactive or has no published version.",
+            ),
+        },
+    )
     def post(self, request, slug: str):
         workflow = get_workflow(slug)
         serializer = ExecuteRequestSerializer(data=request.data)

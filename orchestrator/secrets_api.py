@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -10,6 +16,7 @@ from rest_framework.views import APIView
 
 from orchestrator.api_errors import Conflict
 from orchestrator.models import Secret, Workflow
+from orchestrator.schema import error_responses
 from orchestrator.secret_store import SECRET_NAME, save_secret
 
 
@@ -22,7 +29,7 @@ class IsAdminForWrites(permissions.BasePermission):
 
 class SecretSerializer(serializers.ModelSerializer):
     scope = serializers.SerializerMethodField()
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = Secret
@@ -32,10 +39,13 @@ class SecretSerializer(serializers.ModelSerializer):
         return secret.workflow.slug if secret.workflow_id else "global"
 
 
+@extend_schema_serializer(component_name="SecretCreate")
 class SecretWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     value = serializers.CharField(max_length=65536, trim_whitespace=False)
-    scope = serializers.CharField(required=False, default="global")
+    scope = serializers.CharField(
+        required=False, default="global", help_text="`global` or the slug of a workflow."
+    )
     description = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=300
     )
@@ -48,9 +58,27 @@ class SecretWriteSerializer(serializers.Serializer):
         return value
 
 
+@extend_schema_serializer(component_name="SecretUpdate")
 class SecretPatchSerializer(serializers.Serializer):
     value = serializers.CharField(required=False, max_length=65536, trim_whitespace=False)
     description = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class SecretListResponseSerializer(serializers.Serializer):
+    results = SecretSerializer(many=True)
+
+
+TAGS = ["secrets"]
+
+
+SCOPE_OF_ONE = OpenApiParameter(
+    "scope",
+    str,
+    OpenApiParameter.QUERY,
+    description="The secret's scope: `global` (default) or a workflow slug.",
+)
+NO_SECRET = {"e404": "No such secret in that scope."}
+ADMIN_ONLY = {"e403": "Only staff users may create, change or delete secrets."}
 
 
 def scope_workflow(scope: str | None, field: str = "scope") -> Workflow | None:
@@ -65,12 +93,47 @@ def scope_workflow(scope: str | None, field: str = "scope") -> Workflow | None:
 class SecretListView(APIView):
     permission_classes = [IsAdminForWrites]
 
+    @extend_schema(
+        operation_id="secrets_list",
+        summary="List secrets (names and metadata, never values)",
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter(
+                "scope",
+                str,
+                OpenApiParameter.QUERY,
+                description="Only secrets of this scope: `global` or a workflow slug.",
+            )
+        ],
+        request=None,
+        responses={
+            200: SecretListResponseSerializer,
+            **error_responses(400, 401, e400="Unknown scope."),
+        },
+    )
     def get(self, request):
         secrets = Secret.objects.select_related("workflow", "created_by")
         if "scope" in request.query_params:
             secrets = secrets.filter(workflow=scope_workflow(request.query_params["scope"]))
         return Response({"results": SecretSerializer(secrets, many=True).data})
 
+    @extend_schema(
+        operation_id="secrets_create",
+        summary="Create a secret",
+        tags=TAGS,
+        request=SecretWriteSerializer,
+        responses={
+            201: SecretSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                409,
+                e409="A secret with that name already exists in that scope; PATCH it.",
+                **ADMIN_ONLY,
+            ),
+        },
+    )
     def post(self, request):
         serializer = SecretWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -97,9 +160,28 @@ class SecretDetailView(APIView):
             Secret.objects.select_related("workflow"), name=name, workflow=workflow
         )
 
+    @extend_schema(
+        operation_id="secrets_retrieve",
+        summary="Get a secret's metadata",
+        tags=TAGS,
+        parameters=[SCOPE_OF_ONE],
+        request=None,
+        responses={200: SecretSerializer, **error_responses(400, 401, 404, **NO_SECRET)},
+    )
     def get(self, request, name: str):
         return Response(SecretSerializer(self.get_secret(request, name)).data)
 
+    @extend_schema(
+        operation_id="secrets_partial_update",
+        summary="Change a secret's value or description",
+        tags=TAGS,
+        parameters=[SCOPE_OF_ONE],
+        request=SecretPatchSerializer,
+        responses={
+            200: SecretSerializer,
+            **error_responses(400, 401, 403, 404, **ADMIN_ONLY, **NO_SECRET),
+        },
+    )
     def patch(self, request, name: str):
         secret = self.get_secret(request, name)
         serializer = SecretPatchSerializer(data=request.data)
@@ -117,6 +199,17 @@ class SecretDetailView(APIView):
             secret.save(update_fields=["description", "updated_at"])
         return Response(SecretSerializer(secret).data)
 
+    @extend_schema(
+        operation_id="secrets_destroy",
+        summary="Delete a secret",
+        tags=TAGS,
+        parameters=[SCOPE_OF_ONE],
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(400, 401, 403, 404, **ADMIN_ONLY, **NO_SECRET),
+        },
+    )
     def delete(self, request, name: str):
         self.get_secret(request, name).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

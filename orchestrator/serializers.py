@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from orchestrator.models import Workflow, WorkflowVersion
@@ -12,6 +13,15 @@ from orchestrator.models import Workflow, WorkflowVersion
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "description": "YAML or JSON text"},
+            {"type": "object", "additionalProperties": {}, "description": "a parsed definition"},
+        ],
+        "description": "A workflow definition: YAML/JSON text or an already-parsed object.",
+    }
+)
 class DefinitionField(serializers.Field):
     """A workflow definition: YAML/JSON text or an already-parsed object."""
 
@@ -50,26 +60,45 @@ class LabelsField(serializers.DictField):
         return labels
 
 
+class ErrorItemSerializer(serializers.Serializer):
+    """One problem: where (`definition.nodes[2].on.success`, `''` for the request) and what."""
+
+    path = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="Error")
+class ErrorSerializer(serializers.Serializer):
+    """The body of every 4xx response (see `orchestrator.api_errors`)."""
+
+    detail = serializers.CharField()
+    errors = ErrorItemSerializer(many=True)
+
+
+@extend_schema_serializer(component_name="WorkflowDefinition")
 class DefinitionRequestSerializer(serializers.Serializer):
     definition = DefinitionField()
 
 
+@extend_schema_serializer(component_name="Publish")
 class PublishRequestSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False)
 
 
+@extend_schema_serializer(component_name="Execute")
 class ExecuteRequestSerializer(serializers.Serializer):
     inputs = serializers.DictField(required=False, default=dict)
     labels = LabelsField(required=False, default=dict)
     version = serializers.IntegerField(min_value=1, required=False)
 
 
+@extend_schema_serializer(component_name="WorkflowUpdate")
 class WorkflowPatchSerializer(serializers.Serializer):
     is_active = serializers.BooleanField(required=False)
 
 
 class VersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = WorkflowVersion
@@ -77,7 +106,7 @@ class VersionSerializer(serializers.ModelSerializer):
 
 
 class VersionSummarySerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = WorkflowVersion
@@ -85,7 +114,9 @@ class VersionSummarySerializer(serializers.ModelSerializer):
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
-    published_version = serializers.IntegerField(source="published_version.number", default=None)
+    published_version = serializers.IntegerField(
+        source="published_version.number", default=None, allow_null=True
+    )
     latest_version = serializers.IntegerField(source="latest_version_number")
     triggers = serializers.SerializerMethodField()
     inputs = serializers.SerializerMethodField()
@@ -105,11 +136,11 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
 
-    def get_triggers(self, workflow: Workflow) -> list:
+    def get_triggers(self, workflow: Workflow) -> list[dict[str, Any]]:
         version = workflow.published_version
         return list(version.definition.get("triggers", [])) if version else []
 
-    def get_inputs(self, workflow: Workflow) -> dict:
+    def get_inputs(self, workflow: Workflow) -> dict[str, Any]:
         version = workflow.published_version
         return dict(version.definition.get("inputs", {})) if version else {}
 
@@ -121,10 +152,40 @@ class WorkflowDetailSerializer(WorkflowSerializer):
     class Meta(WorkflowSerializer.Meta):
         fields = [*WorkflowSerializer.Meta.fields, "definition", "versions"]
 
-    def get_definition(self, workflow: Workflow) -> dict | None:
+    def get_definition(self, workflow: Workflow) -> dict[str, Any] | None:
         version = workflow.published_version
         return version.definition if version else None
 
+    @extend_schema_field(VersionSummarySerializer(many=True))
     def get_versions(self, workflow: Workflow) -> list:
         versions = workflow.versions.select_related("created_by").order_by("-number")
         return VersionSummarySerializer(versions, many=True).data
+
+
+# Response-only shapes: they describe what the workflow views return (for the OpenAPI schema).
+
+
+class WorkflowListResponseSerializer(serializers.Serializer):
+    results = WorkflowSerializer(many=True)
+
+
+class VersionListResponseSerializer(serializers.Serializer):
+    results = VersionSerializer(many=True)
+
+
+class ValidatedNodeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField()
+    on = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Outcome (e.g. `success`) to the ids of the nodes it leads to.",
+    )
+
+
+class ValidationResultSerializer(serializers.Serializer):
+    """`valid: false` comes with `errors`; `valid: true` also carries `slug` and `nodes`."""
+
+    valid = serializers.BooleanField()
+    errors = ErrorItemSerializer(many=True)
+    slug = serializers.CharField(required=False)
+    nodes = ValidatedNodeSerializer(many=True, required=False)

@@ -8,6 +8,7 @@ embedded SQLite file under `var/`; without `REDIS_URL` it expects Redis on 127.0
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "orchestrator",
     "executions",
@@ -59,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -189,9 +192,38 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchyard API",
-    "DESCRIPTION": "Workflows, executions, agents and approvals.",
+    "DESCRIPTION": (
+        "Workflows, executions, agents and approvals.\n\n"
+        "Users authenticate with `Authorization: Token <key>` (or a session); agents use "
+        "`Authorization: Bearer <agent token>` on `/api/agent/v1/`. Every 4xx response has the "
+        "body `{detail, errors: [{path, message}]}`."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Separate request and response components, so read-only fields are not request fields.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "orchestrator.schema.require_model_response_fields",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStatusEnum": "executions.models.ExecutionStatus",
+        "JobStatusEnum": "executions.models.JobStatus",
+        "EventLevelEnum": "executions.models.EventLevel",
+        "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
+    },
+    "TAGS": [
+        {"name": "workflows", "description": "Workflow definitions, versions and runs."},
+        {"name": "executions", "description": "Runs: status, log, job output, cancel."},
+        {"name": "approvals", "description": "Approval gates waiting for a decision."},
+        {"name": "secrets", "description": "Write-only secret values with their metadata."},
+        {"name": "agents", "description": "Agent registry, pools and enrollment tokens."},
+        {"name": "agent-protocol", "description": "Called by agents (Bearer agent token)."},
+    ],
+    # Swagger UI and Redoc from drf-spectacular-sidecar: the docs work without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -205,7 +237,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+# WhiteNoise serves static files from the ASGI app itself; finders avoid a collectstatic step,
+# so STATIC_ROOT only exists once `collectstatic` ran (production images do).
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)

@@ -1,0 +1,83 @@
+"""OpenAPI (drf-spectacular) glue: security schemes for our token authentications and the
+shared error responses every API view documents.
+
+Importing this module registers the authentication extensions; the API modules import
+`error_responses` from here, so the extensions are always loaded before a schema is generated.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import ResolvedComponent, build_bearer_security_scheme_object
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from orchestrator.serializers import ErrorSerializer
+
+
+class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    """`Authorization: Token <key>`: a user's API token."""
+
+    target_class = "orchestrator.authentication.ApiTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        scheme = build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )
+        scheme["description"] = 'User API token, sent as "Authorization: Token <key>".'
+        return scheme
+
+
+class AgentTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    """`Authorization: Bearer <agent token>`: the token an agent received when it registered."""
+
+    target_class = "agents.authentication.AgentTokenAuthentication"
+    name = "agentTokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        scheme = build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Bearer"
+        )
+        scheme["description"] = (
+            "Agent token (from POST /api/agent/v1/register), "
+            'sent as "Authorization: Bearer <token>".'
+        )
+        return scheme
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input: `errors` lists every problem with its field path.",
+    401: "Authentication credentials were missing or invalid.",
+    403: "Authenticated, but not allowed to do this.",
+    404: "Not found.",
+    409: "Conflict with the current state of the resource.",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int, OpenApiResponse]:
+    """`{code: OpenApiResponse(ErrorSerializer)}` for the given status codes. A description can
+    be overridden per code with `e404="No such execution."`."""
+    return {
+        code: OpenApiResponse(
+            ErrorSerializer,
+            description=descriptions.get(f"e{code}", ERROR_DESCRIPTIONS[code]),
+        )
+        for code in codes
+    }
+
+
+def require_model_response_fields(result, generator, **kwargs):
+    """Postprocessing hook: a model serializer's output always has every field, so in its
+    response component (not the `…Request` one) mark every property required. Otherwise fields
+    with a model default (`status`, `labels`, …) would look optional to client generators."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for component in getattr(generator.registry, "_components", {}).values():
+        if component.type != ResolvedComponent.SCHEMA or component.name.endswith("Request"):
+            continue
+        if not isinstance(component.object, serializers.ModelSerializer):
+            continue
+        schema = schemas.get(component.name)
+        if schema and schema.get("properties"):
+            schema["required"] = sorted(schema["properties"])
+    return result
