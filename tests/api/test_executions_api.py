@@ -143,3 +143,46 @@ def test_deleting_a_workflow_with_runs_is_a_conflict(api, workflows):
     assert Workflow.objects.filter(slug="fanout").exists()
     assert api.delete("/api/v1/workflows/other/").status_code == 204
     assert Execution.objects.count() == 1
+
+
+def test_expression_debugger_renders_against_the_runs_context(api, workflows):
+    from orchestrator.secret_store import save_secret
+    from tests.api.runtime_support import finish
+
+    save_secret("token", "very-secret-value")
+    fanout, _ = workflows
+    agent, _ = register_agent(enrollment_token=None, name="dbg", pools=["default"], labels={})
+    execution = start_execution(fanout, inputs={})
+    finish(agent, execution, "root", stdout="hello\n", outputs={"n": "3"})
+    url = f"/api/v1/executions/{execution.pk}/evaluate/"
+    ok = api.post(url, {"expression": "{{ nodes.root.output.outputs.n | int + 1 }}"}, format="json")
+    assert ok.status_code == 200 and ok.json()["value"] == 4
+    assert (
+        api.post(url, {"expression": "nodes.root.output.stdout | trim"}, format="json").json()[
+            "value"
+        ]
+        == "hello"
+    )
+    assert api.post(url, {"expression": "secrets.token"}, format="json").json()["value"] == "***"
+    missing = api.post(url, {"expression": "{{ nodes.root.output.nope }}"}, format="json")
+    assert missing.status_code == 400
+    assert "nodes.root.output.nope" in missing.json()["errors"][0]["message"]
+    assert api.post(url, {"expression": ""}, format="json").status_code == 400
+    assert (
+        api.post(url, {"expression": "{{ ''.__class__.__mro__ }}"}, format="json").status_code
+        == 400
+    )
+
+
+def test_an_execution_keeps_the_definition_it_ran(api, workflows):
+    fanout, _ = workflows
+    execution = start_execution(fanout)
+    changed = {**FANOUT, "nodes": [{"id": "only", "action": "shell", "with": {"command": "true"}}]}
+    api.post("/api/v1/workflows/fanout/versions/", {"definition": changed}, format="json")
+    api.post("/api/v1/workflows/fanout/publish/", {}, format="json")
+    old = api.get(f"/api/v1/executions/{execution.pk}/").json()
+    assert old["version"] == 1
+    assert [n["id"] for n in old["definition"]["nodes"]] == ["root", "a", "b", "c"]
+    assert [n["id"] for n in old["nodes"]] == ["root", "a", "b", "c"]
+    new = api.post("/api/v1/workflows/fanout/execute/", {}, format="json").json()
+    assert new["version"] == 2 and [n["id"] for n in new["nodes"]] == ["only"]
