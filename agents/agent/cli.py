@@ -44,6 +44,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchyard-agent", description="Run Switchyard jobs on this host."
@@ -74,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help=config_help)
     run.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY)
     run.add_argument("--broker-url", help="override the broker URL ($SWITCHYARD_BROKER_URL)")
+    run.add_argument(
+        "--heartbeat-interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds between heartbeats (overrides the config file)",
+    )
     run.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
     return parser
 
@@ -126,6 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"switchyard-agent run: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    if args.heartbeat_interval is not None:
+        config.heartbeat_interval = args.heartbeat_interval
     return run_worker(config, concurrency=args.concurrency, loglevel=args.loglevel.upper())
 
 

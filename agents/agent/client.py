@@ -21,12 +21,19 @@ logger = logging.getLogger("switchyard.agent")
 
 API_PREFIX = "/api/agent/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+OUTPUT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+DEFAULT_OUTPUT_LIMIT = 10 * 1024 * 1024
 CLAIM_RETRY_BUDGET = 60.0
 REPORT_RETRY_BUDGET = 300.0
 BACKOFF_INITIAL = 0.2
 BACKOFF_CAP = 5.0
 
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether repeating a request that got ``status`` can succeed (5xx, throttling…)."""
+    return status >= 500 or status in _RETRYABLE_CLIENT_ERRORS
 
 
 class ApiError(Exception):
@@ -58,6 +65,19 @@ class ApiError(Exception):
         return cls(response.status_code, text)
 
 
+class LeaseLost(Exception):
+    """The control plane answered 409: this agent's lease on the job is stale or superseded."""
+
+
+@dataclass(frozen=True)
+class OutputReply:
+    """Answer to ``POST /jobs/{id}/output``; ``cancel`` asks the agent to kill the job now."""
+
+    accepted: int = 0
+    last_seq: int = 0
+    cancel: bool = False
+
+
 class ClaimUnavailable(Exception):
     """The claim could not be made within the retry budget; the message should be redelivered."""
 
@@ -76,7 +96,9 @@ class JobSpec:
 
     ``timeout_s`` null or non-positive means no agent-side timeout (the control plane's sweeper
     still enforces its own). ``mask`` is an optional list of secret values to redact from
-    anything reported back.
+    anything reported back. ``output_limit_bytes`` caps the live output streamed for the job
+    (default 10 MiB); ``network_allow`` lists CIDRs and host names that outbound requests
+    (``http``, ``notify``) may reach although they are private (default: none).
     """
 
     job_id: str
@@ -90,6 +112,8 @@ class JobSpec:
     timeout_s: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     mask: tuple[str, ...] = ()
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT
+    network_allow: tuple[str, ...] = ()
 
     @classmethod
     def from_claim(cls, job_id: str, data: Any) -> JobSpec:
@@ -109,6 +133,13 @@ class JobSpec:
                 raise TypeError("params and env must be JSON objects")
             timeout = float(data.get("timeout_s") or 0)
             mask = data.get("mask") or ()
+            network_allow = data.get("network_allow") or ()
+            if isinstance(network_allow, str) or not isinstance(network_allow, list | tuple):
+                raise TypeError("network_allow must be a list of strings")
+            limit = data.get("output_limit_bytes")
+            limit = DEFAULT_OUTPUT_LIMIT if limit is None else int(limit)
+            if limit < 0:
+                raise ValueError("output_limit_bytes must not be negative")
             return cls(
                 job_id=job_id,
                 lease=lease,
@@ -121,6 +152,8 @@ class JobSpec:
                 timeout_s=timeout if timeout > 0 else None,
                 env={str(key): str(value) for key, value in env.items()},
                 mask=tuple(str(value) for value in mask if value),
+                output_limit_bytes=limit,
+                network_allow=tuple(str(entry) for entry in network_allow),
             )
         except (TypeError, ValueError) as exc:
             raise InvalidJobSpec(str(exc), lease) from exc
@@ -252,6 +285,32 @@ class AgentClient:
                 "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
             )
             time.sleep(delay)
+
+    def post_output(self, job_id: str, lease: str, chunks: list[dict[str, Any]]) -> OutputReply:
+        """Send one batch of live output, once; the streamer owns retries and buffering.
+
+        Raises ``LeaseLost`` on 409, ``ApiError`` on other error statuses and
+        ``httpx.HTTPError`` when the control plane cannot be reached.
+        """
+        response = self._http.post(
+            f"/jobs/{job_id}/output",
+            json={"lease": lease, "chunks": chunks},
+            timeout=OUTPUT_TIMEOUT,
+        )
+        if response.status_code == 409:
+            raise LeaseLost(ApiError.from_response(response).detail)
+        if not 200 <= response.status_code < 300:
+            raise ApiError.from_response(response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        return OutputReply(
+            accepted=int(body.get("accepted") or 0),
+            last_seq=int(body.get("last_seq") or 0),
+            cancel=body.get("cancel") is True,
+        )
 
     def heartbeat(self, running_jobs: list[str], load: Mapping[str, int]) -> list[str]:
         """Send one heartbeat; returns the ids of jobs the control plane wants killed.

@@ -10,15 +10,25 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.agent.actions import ACTIONS, ActionResult, JobContext, kill_process_group
+from agents.agent.actions import (
+    ACTIONS,
+    KILLED,
+    NULL_SINK,
+    ActionResult,
+    JobContext,
+    OutputSink,
+    kill_process_group,
+)
 from agents.agent.client import AgentClient, InvalidJobSpec, JobSpec
+from agents.agent.masking import mask_secrets
+from agents.agent.streaming import OutputStreamer
 
 logger = logging.getLogger("switchyard.agent")
 
@@ -26,7 +36,11 @@ SCRUBBED_ENV = frozenset(
     {"SWITCHYARD_AGENT_TOKEN", "SWITCHYARD_ENROLLMENT_TOKEN", "SWITCHYARD_BROKER_URL"}
 )
 OUTPUT_FILE_LIMIT = 1024 * 1024
-MASK = "***"
+# SIGTERM, then SIGKILL after this grace: short enough that a kill from the control plane is
+# done within the 2 s that DESIGN §5 promises.
+KILL_GRACE_S = 1.0
+
+__all__ = ["Runner", "build_environment", "execute_job", "mask_secrets", "parse_output_file"]
 
 
 def build_environment(
@@ -124,33 +138,19 @@ def _parse_json_stdout(result: ActionResult) -> None:
             result.error = f"parse: json: the last line of stdout is not JSON ({exc})"
 
 
-def mask_secrets(value: Any, secrets: tuple[str, ...]) -> Any:
-    """Replace every secret value in strings (recursively) by ``***``."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {key: mask_secrets(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(item, secrets) for item in value]
-    return value
-
-
 @dataclass
 class _ActiveJob:
     job_id: str
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
     process: subprocess.Popen[bytes] | None = None
+    cancel_callbacks: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Runner:
     """Runs claimed jobs and keeps the registry of in-flight jobs for heartbeats and kills."""
 
-    def __init__(self, slots: int = 4, *, kill_grace: float = 2.0):
+    def __init__(self, slots: int = 4, *, kill_grace: float = KILL_GRACE_S):
         self.slots = slots
         self.kill_grace = kill_grace
         self._lock = threading.Lock()
@@ -179,7 +179,7 @@ class Runner:
                 with self._lock:
                     self._jobs.pop(job_id, None)
 
-    def cancel(self, job_id: str, reason: str = "cancelled by the control plane") -> bool:
+    def cancel(self, job_id: str, reason: str = KILLED) -> bool:
         """Kill a job's process group in the background; unknown jobs are ignored."""
         return self._cancel(job_id, reason) is not None
 
@@ -201,8 +201,31 @@ class Runner:
             job.cancel_reason = reason
             job.cancelled.set()
             process = job.process
+            callbacks = list(job.cancel_callbacks)
         logger.warning("killing job %s: %s", job_id, reason)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("cancel callback of job %s failed", job_id)
         return self._kill_in_background(process) if process is not None else True
+
+    def _on_cancel(self, job: _ActiveJob, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when ``job`` is cancelled (now, if it already is)."""
+        with self._lock:
+            cancelled = job.cancelled.is_set()
+            if not cancelled:
+                job.cancel_callbacks.append(callback)
+        if cancelled:
+            callback()
+            return lambda: None
+
+        def unregister() -> None:
+            with self._lock:
+                if callback in job.cancel_callbacks:
+                    job.cancel_callbacks.remove(callback)
+
+        return unregister
 
     def _attach(self, job: _ActiveJob, process: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -221,11 +244,14 @@ class Runner:
         killer.start()
         return killer
 
-    def run(self, spec: JobSpec) -> ActionResult:
-        """Run a claimed job to completion; never raises, every problem becomes a result."""
+    def run(self, spec: JobSpec, output: OutputSink = NULL_SINK) -> ActionResult:
+        """Run a claimed job to completion; never raises, every problem becomes a result.
+
+        ``output`` receives the raw stdout/stderr as it is produced (the live stream).
+        """
         with self.track(spec.job_id) as job:
             started = time.monotonic()
-            result = self._run(spec, job)
+            result = self._run(spec, job, output)
             if not result.duration_ms:
                 result.duration_ms = int((time.monotonic() - started) * 1000)
         if spec.mask:
@@ -233,9 +259,10 @@ class Runner:
             result.stderr = mask_secrets(result.stderr, spec.mask)
             result.outputs = mask_secrets(result.outputs, spec.mask)
             result.error = mask_secrets(result.error, spec.mask)
+            result.http = mask_secrets(result.http, spec.mask)
         return result
 
-    def _run(self, spec: JobSpec, job: _ActiveJob) -> ActionResult:
+    def _run(self, spec: JobSpec, job: _ActiveJob, output: OutputSink) -> ActionResult:
         action = ACTIONS.get(spec.action)
         if action is None:
             return ActionResult.failure(f"unknown action type '{spec.action}'")
@@ -266,6 +293,9 @@ class Runner:
                 workflow=spec.workflow,
                 cancelled=job.cancelled,
                 process_started=lambda process: self._attach(job, process),
+                output=output,
+                network_allow=spec.network_allow,
+                on_cancel=lambda callback: self._on_cancel(job, callback),
             )
             if job.cancelled.is_set():
                 return ActionResult.failure(job.cancel_reason)
@@ -278,7 +308,7 @@ class Runner:
                 with self._lock:
                     job.process = None
             result.outputs = {**result.outputs, **read_output_file(output_path)}
-        if parse == "json":
+        if parse == "json" and result.http is None:  # http actions parse their body
             _parse_json_stdout(result)
         if job.cancelled.is_set() and result.status != "timeout":
             result.status, result.error = "failed", job.cancel_reason
@@ -316,13 +346,32 @@ def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResul
         return None
 
     logger.info("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
+    streamer = open_output_stream(spec, client, lambda reason: runner.cancel(job_id, reason))
     with runner.track(job_id):
         started_at = _now()
-        result = runner.run(spec)
+        try:
+            result = runner.run(spec, streamer)
+        finally:
+            streamer.close()  # the report must follow the last live chunk
         finished_at = _now()
         logger.info("job %s finished: %s %s", job_id, result.status, result.error or "")
         client.complete(job_id, _report(spec.lease, result, started_at, finished_at))
     return result
+
+
+def open_output_stream(
+    spec: JobSpec, client: AgentClient, kill: Callable[[str], None]
+) -> OutputStreamer:
+    """Start the live output stream of a claimed job."""
+    streamer = OutputStreamer(
+        lambda chunks: client.post_output(spec.job_id, spec.lease, chunks),
+        kill,
+        secrets=spec.mask,
+        limit=spec.output_limit_bytes,
+        name=spec.job_id[:8],
+    )
+    streamer.start()
+    return streamer
 
 
 def _report(lease: str, result: ActionResult, started_at: str, finished_at: str) -> dict[str, Any]:

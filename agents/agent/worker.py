@@ -11,6 +11,7 @@ import httpx
 from celery import Celery
 from celery.exceptions import Reject
 
+from agents.agent.actions import KILLED
 from agents.agent.client import AgentClient, ApiError, ClaimUnavailable
 from agents.agent.config import AgentConfig
 from agents.agent.runner import Runner, execute_job
@@ -107,7 +108,7 @@ class Heartbeat:
             return
         self.last_success = time.monotonic()
         for job_id in cancel:
-            self.runner.cancel(job_id, "cancelled by the control plane")
+            self.runner.cancel(job_id, KILLED)
 
     def _check_lost(self) -> None:
         silent_for = time.monotonic() - self.last_success

@@ -35,19 +35,28 @@ class FakeControlPlane:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self._replies: dict[str, list[Reply | Callable[[Recorded], Reply]]] = {}
+        self._unrecorded: set[str] = set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def respond(self, path: str, *replies: Reply | Callable[[Recorded], Reply]) -> None:
+    def respond(
+        self, path: str, *replies: Reply | Callable[[Recorded], Reply], record: bool = True
+    ) -> None:
+        """Script the replies for ``path``; ``record=False`` keeps its (big) bodies out of
+        ``requests``."""
         with self._lock:
             self._replies[path] = list(replies)
+            if not record:
+                self._unrecorded.add(path)
 
     def calls(self, path: str) -> list[Recorded]:
         with self._lock:
@@ -55,7 +64,8 @@ class FakeControlPlane:
 
     def _reply(self, request: Recorded) -> Reply:
         with self._lock:
-            self.requests.append(request)
+            if request.path not in self._unrecorded:
+                self.requests.append(request)
             script = self._replies.get(request.path)
             if not script:
                 return 404, {"detail": "Not found."}
@@ -90,6 +100,52 @@ class FakeControlPlane:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class OutputCollector:
+    """Reply for ``POST .../output`` that behaves like the control plane: it keeps chunks by
+    ``seq`` (ignoring repeats), answers ``{accepted, last_seq}`` and can ask for a kill.
+
+    ``bytes`` counts the data of all chunks but ``[switchyard: …]`` markers; with
+    ``keep_data=False`` only the markers are kept (for jobs printing a lot).
+    """
+
+    def __init__(self, *, cancel: bool = False, keep_data: bool = True) -> None:
+        self.cancel = cancel
+        self.keep_data = keep_data
+        self.chunks: list[dict[str, Any]] = []
+        self.requests = 0
+        self.bytes = 0
+        self.last_seq = 0
+        self.first_reply_at: float | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Recorded) -> Reply:
+        with self._lock:
+            self.requests += 1
+            fresh = [chunk for chunk in request.body["chunks"] if chunk["seq"] > self.last_seq]
+            for chunk in fresh:
+                marker = chunk["data"].startswith("[switchyard: ")
+                if not marker:
+                    self.bytes += len(chunk["data"].encode())
+                if self.keep_data or marker:
+                    self.chunks.append(chunk)
+            if fresh:
+                self.last_seq = fresh[-1]["seq"]
+            if self.first_reply_at is None:
+                self.first_reply_at = time.monotonic()
+            body: dict[str, Any] = {"accepted": len(fresh), "last_seq": self.last_seq}
+        if self.cancel:
+            body["cancel"] = True
+        return 200, body
+
+    def text(self, stream: str | None = None) -> str:
+        with self._lock:
+            return "".join(c["data"] for c in self.chunks if stream in (None, c["stream"]))
+
+    def seqs(self) -> list[int]:
+        with self._lock:
+            return [chunk["seq"] for chunk in self.chunks]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
@@ -127,6 +183,7 @@ def make_spec(
     mask: tuple[str, ...] = (),
     job_id: str | None = None,
     params_env: Any = None,
+    network_allow: tuple[str, ...] = (),
     **params: Any,
 ) -> JobSpec:
     """A claimed shell job; ``env`` is the spec's env, ``params_env`` becomes ``params.env``."""
@@ -146,4 +203,21 @@ def make_spec(
         timeout_s=timeout_s,
         env=env or {},
         mask=mask,
+        network_allow=network_allow,
     )
+
+
+class CollectingSink:
+    """An ``OutputSink`` that keeps what an action streamed, per stream."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytearray] = {}
+        self._lock = threading.Lock()
+
+    def write(self, stream: str, data: bytes) -> None:
+        with self._lock:
+            self.data.setdefault(stream, bytearray()).extend(data)
+
+    def text(self, stream: str) -> str:
+        with self._lock:
+            return bytes(self.data.get(stream, b"")).decode()

@@ -11,7 +11,7 @@ import pytest
 from agents.agent import __version__
 from agents.agent.cli import main
 from agents.agent.client import AgentClient
-from agents.agent.config import AgentConfig
+from agents.agent.config import AgentConfig, save_config
 from agents.agent.runner import Runner
 from agents.agent.worker import TASK_NAME, create_app
 
@@ -199,3 +199,24 @@ def test_celery_app_configuration() -> None:
     assert task.ignore_result is True
     user_tasks = [name for name in app.tasks if not name.startswith("celery.")]
     assert user_tasks == [TASK_NAME]
+
+
+def test_run_heartbeat_interval_overrides_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "agent.json"
+    save_config(AgentConfig(url="http://cp", name="a", token="t", broker_url="memory://"), path)
+    started: list[AgentConfig] = []
+
+    def fake_run_worker(config: AgentConfig, **kwargs: object) -> int:
+        started.append(config)
+        return 0
+
+    monkeypatch.setattr("agents.agent.cli.run_worker", fake_run_worker)
+
+    assert main(["run", "--config", str(path), "--heartbeat-interval", "2.5"]) == 0
+    assert main(["run", "--config", str(path)]) == 0
+    assert [config.heartbeat_interval for config in started] == [2.5, 10.0]
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--config", str(path), "--heartbeat-interval", "0"])
+    assert exited.value.code == 2

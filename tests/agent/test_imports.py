@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO / "agents" / "agent"
-ALLOWED_THIRD_PARTY = {"celery", "kombu", "httpx"}
+ALLOWED_THIRD_PARTY = {"asyncssh", "celery", "kombu", "httpx"}
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:

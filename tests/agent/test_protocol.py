@@ -16,12 +16,19 @@ from celery.exceptions import Reject
 
 from agents.agent import __version__
 from agents.agent.actions import ActionResult
-from agents.agent.client import AgentClient, ClaimUnavailable
+from agents.agent.client import AgentClient, ClaimUnavailable, InvalidJobSpec, JobSpec
 from agents.agent.config import AgentConfig
 from agents.agent.runner import Runner, execute_job
 from agents.agent.worker import TASK_NAME, Heartbeat, create_app
 
-from .helpers import FakeControlPlane, Recorded, make_spec, pid_alive, wait_until
+from .helpers import (
+    FakeControlPlane,
+    OutputCollector,
+    Recorded,
+    make_spec,
+    pid_alive,
+    wait_until,
+)
 
 TOKEN = "agent-token-123"
 
@@ -104,6 +111,8 @@ def test_claim_200_runs_and_reports_with_the_lease(
     )
     control_plane.respond(f"/api/agent/v1/jobs/{job_id}/claim", (200, _spec(job_id, command)))
     control_plane.respond(f"/api/agent/v1/jobs/{job_id}/complete", (200, {"ok": True}))
+    output = OutputCollector()
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/output", output)
 
     result = execute_job(job_id, client, runner)
 
@@ -111,9 +120,16 @@ def test_claim_200_runs_and_reports_with_the_lease(
     assert marker.read_text() == "check\n"
     assert _paths(control_plane) == [
         f"/api/agent/v1/jobs/{job_id}/claim",
+        f"/api/agent/v1/jobs/{job_id}/output",
         f"/api/agent/v1/jobs/{job_id}/complete",
     ]
-    report = control_plane.requests[1]
+    streamed = control_plane.requests[1]
+    assert streamed.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert streamed.body == {
+        "lease": "lease-abc",
+        "chunks": [{"seq": 1, "stream": "stdout", "data": "hi\n"}],
+    }
+    report = control_plane.requests[2]
     assert report.headers["Authorization"] == f"Bearer {TOKEN}"
     body = report.body
     assert body["lease"] == "lease-abc"
@@ -282,7 +298,7 @@ def test_heartbeat_reports_running_jobs_and_kills_cancelled_ones(
     child = int(pidfile.read_text())
     wait_until(lambda: not pid_alive(child), timeout=5, message=f"child {child} to die")
     report = control_plane.calls(f"/api/agent/v1/jobs/{job_id}/complete")[0].body
-    assert (report["status"], report["error"]) == ("failed", "cancelled by the control plane")
+    assert (report["status"], report["error"]) == ("failed", "killed by the control plane")
 
 
 def test_heartbeat_401_is_logged_loudly(
@@ -323,3 +339,32 @@ def test_agent_that_cannot_heartbeat_kills_its_jobs(
     assert not thread.is_alive()
     assert spec_thread_results[0].status == "failed"
     assert "no successful heartbeat" in (spec_thread_results[0].error or "")
+
+
+def test_claim_response_fields_for_streaming_and_network(job_id: str) -> None:
+    spec = JobSpec.from_claim(
+        job_id,
+        _spec(
+            job_id,
+            "true",
+            output_limit_bytes=1234,
+            network_allow=["127.0.0.0/8", "example.internal"],
+            mask=["s3cret", ""],
+        ),
+    )
+    assert spec.output_limit_bytes == 1234
+    assert spec.network_allow == ("127.0.0.0/8", "example.internal")
+    assert spec.mask == ("s3cret",)
+
+    defaults = JobSpec.from_claim(job_id, _spec(job_id, "true"))
+    assert defaults.output_limit_bytes == 10 * 1024 * 1024
+    assert defaults.network_allow == ()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"network_allow": "127.0.0.0/8"}, {"output_limit_bytes": "lots"}, {"output_limit_bytes": -1}],
+)
+def test_malformed_new_claim_fields_are_invalid(job_id: str, extra: dict[str, Any]) -> None:
+    with pytest.raises(InvalidJobSpec):
+        JobSpec.from_claim(job_id, _spec(job_id, "true", **extra))

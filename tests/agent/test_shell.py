@@ -151,7 +151,7 @@ def test_cancel_kills_a_running_job(runner: Runner, tmp_path: Path) -> None:
 
     assert not thread.is_alive()
     assert results[0].status == "failed"
-    assert results[0].error == "cancelled by the control plane"
+    assert results[0].error == "killed by the control plane"
     child = int(pidfile.read_text())
     wait_until(lambda: not pid_alive(child), timeout=5, message=f"child {child} to die")
     assert runner.running_jobs() == []

@@ -20,7 +20,7 @@ from celery import Celery
 
 from agents.agent.config import AgentConfig, save_config
 
-from .helpers import FakeControlPlane, wait_until
+from .helpers import FakeControlPlane, OutputCollector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,9 @@ def test_agent_process_consumes_pool_and_own_queue_then_shuts_down_warm(
         config_path,
     )
     pool_job, own_job = str(uuid.uuid4()), str(uuid.uuid4())
+    live = {job_id: OutputCollector() for job_id in (pool_job, own_job)}
     for job_id in (pool_job, own_job):
+        control_plane.respond(f"/api/agent/v1/jobs/{job_id}/output", live[job_id])
         control_plane.respond(
             f"/api/agent/v1/jobs/{job_id}/claim",
             (200, _spec(job_id, f"echo ran {job_id}")),
@@ -139,6 +141,8 @@ def test_agent_process_consumes_pool_and_own_queue_then_shuts_down_warm(
         assert report["stdout"] == f"ran {pool_job}\n"
         assert report["lease"] == f"lease-{pool_job[:8]}"
         assert len(control_plane.calls(f"/api/agent/v1/jobs/{pool_job}/complete")) == 1
+        for job_id in (pool_job, own_job):
+            assert live[job_id].text("stdout") == f"ran {job_id}\n", "streamed live"
 
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=30)

@@ -15,18 +15,46 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 logger = logging.getLogger("switchyard.agent")
 
 Status = Literal["completed", "failed", "timeout"]
 
 KILL_GRACE_S = 2.0
+KILLED = "killed by the control plane"
+
+
+class OutputSink(Protocol):
+    """Where an action sends raw output as it is produced (the live stream to the server).
+
+    ``write`` is called from reader threads and must never block on the network.
+    """
+
+    def write(self, stream: str, data: bytes) -> None: ...
+
+
+class _NullSink:
+    def write(self, stream: str, data: bytes) -> None:
+        pass
+
+
+NULL_SINK: OutputSink = _NullSink()
+
+
+def _no_cancel_hook(callback: Callable[[], None]) -> Callable[[], None]:
+    return lambda: None
 
 
 @dataclass
 class JobContext:
-    """What an action gets to see: its parameters and a ready-made child environment."""
+    """What an action gets to see: its parameters and a ready-made child environment.
+
+    ``output`` receives stdout/stderr bytes while the job runs; ``network_allow`` is the claim's
+    allow-list for outbound requests; ``on_cancel(callback)`` runs ``callback`` (from another
+    thread) when the job is killed, for actions that are not a killable process group, and
+    returns a function that unregisters it.
+    """
 
     job_id: str
     action: str
@@ -41,6 +69,9 @@ class JobContext:
     workflow: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
     process_started: Callable[[subprocess.Popen[bytes]], None] = lambda process: None
+    output: OutputSink = NULL_SINK
+    network_allow: tuple[str, ...] = ()
+    on_cancel: Callable[[Callable[[], None]], Callable[[], None]] = _no_cancel_hook
 
 
 @dataclass
@@ -54,6 +85,7 @@ class ActionResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     duration_ms: int = 0
     error: str | None = None
+    http: dict[str, Any] | None = None
 
     @classmethod
     def failure(cls, error: str, **fields: Any) -> ActionResult:
@@ -131,4 +163,8 @@ def kill_process_group(process: subprocess.Popen[bytes], grace: float = KILL_GRA
         logger.info("process group %s ignored SIGTERM for %.1fs; sent SIGKILL", pgid, grace)
 
 
+from agents.agent.actions import http_request as _http_request  # noqa: E402, F401
+from agents.agent.actions import notify as _notify  # noqa: E402, F401
+from agents.agent.actions import script as _script  # noqa: E402, F401
 from agents.agent.actions import shell as _shell  # noqa: E402, F401
+from agents.agent.actions import ssh as _ssh  # noqa: E402, F401

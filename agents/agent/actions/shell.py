@@ -10,8 +10,10 @@ import time
 from typing import IO
 
 from agents.agent.actions import (
+    KILLED,
     ActionResult,
     JobContext,
+    OutputSink,
     kill_process_group,
     register_action,
 )
@@ -46,10 +48,12 @@ class TailBuffer:
         return text
 
 
-def _pump(stream: IO[bytes], buffer: TailBuffer) -> None:
+def _pump(stream: IO[bytes], buffer: TailBuffer, sink: OutputSink, name: str) -> None:
+    """Copy one pipe into the capped tail (for the final report) and the live stream."""
     with stream:
         while chunk := stream.read1(_READ_SIZE):  # type: ignore[attr-defined]
             buffer.feed(chunk)
+            sink.write(name, chunk)
 
 
 def _signal_name(signum: int) -> str:
@@ -59,14 +63,15 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     return f"{seconds:g}"
 
 
 def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> ActionResult:
     """Run ``argv`` in a new session, capture both streams, enforce ``ctx.timeout_s``.
 
-    Reusable by other subprocess-based actions (e.g. ``script``).
+    Reusable by other subprocess-based actions (e.g. ``script``). Both streams are copied to
+    ``ctx.output`` as they arrive.
     """
     started = time.monotonic()
     try:
@@ -88,8 +93,12 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     stdout, stderr = TailBuffer(), TailBuffer()
     assert process.stdout is not None and process.stderr is not None
     readers = [
-        threading.Thread(target=_pump, args=(process.stdout, stdout), daemon=True),
-        threading.Thread(target=_pump, args=(process.stderr, stderr), daemon=True),
+        threading.Thread(
+            target=_pump, args=(process.stdout, stdout, ctx.output, "stdout"), daemon=True
+        ),
+        threading.Thread(
+            target=_pump, args=(process.stderr, stderr, ctx.output, "stderr"), daemon=True
+        ),
     ]
     for reader in readers:
         reader.start()
@@ -134,10 +143,10 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     )
     if timed_out.is_set():
         result.status = "timeout"
-        result.error = f"timed out after {_format_seconds(ctx.timeout_s or 0)}s"
+        result.error = f"timed out after {format_seconds(ctx.timeout_s or 0)}s"
     elif ctx.cancelled.is_set():
         result.status = "failed"
-        result.error = "cancelled by the control plane"
+        result.error = KILLED  # the runner replaces it with the recorded kill reason
     elif returncode < 0:
         result.status = "failed"
         result.error = f"killed by {_signal_name(-returncode)}"
