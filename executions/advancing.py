@@ -357,6 +357,16 @@ class Advancer:
             data={"approval": request.pk, "quorum": request.quorum},
         )
 
+    def secrets_used(self, node: NodeSpec, params: dict[str, Any]) -> list[str]:
+        """Secrets the job needs at claim time: those its templates name, and its connection."""
+        names = referenced_secrets(repr(node.params))
+        connection = params.get("connection") if isinstance(params, dict) else None
+        if isinstance(connection, str) and connection:
+            names.add(connection)
+        if not names:
+            return []
+        return sorted(names & set(self.masked_secrets()))
+
     def queue_job(self, node: NodeSpec, attempt: int, not_before: datetime | None = None) -> None:
         try:
             context = self.context(node)
@@ -365,6 +375,10 @@ class Advancer:
             agent = render_value(node.agent, context, "agent") if node.agent else None
         except TemplateError as error:
             self.fail_node(node.id, str(error), kind="template.error")
+            return
+        connection = params.get("connection") if isinstance(params, dict) else None
+        if connection and connection not in self.masked_secrets():
+            self.fail_node(node.id, f"with.connection: no secret named '{connection}'")
             return
         route = self.router.route(
             pool=str(pool or settings.SWITCHYARD_DEFAULT_POOL) if not agent else "",
@@ -381,7 +395,7 @@ class Advancer:
             queue=route.queue,
             labels=node.labels,
             params=params,
-            secrets=sorted(referenced_secrets(repr(node.params)) & (self.secret_names or set())),
+            secrets=self.secrets_used(node, params),
             timeout_s=node.timeout,
             not_before=not_before,
             wait_reason=route.wait_reason,

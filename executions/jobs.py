@@ -7,6 +7,7 @@ a conflict (fencing), and repeating an already applied report is a no-op.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,7 @@ from executions.recorder import EventRecorder
 from orchestrator.engine import NodeSpec, TemplateError, evaluate_expression, render_value
 from orchestrator.models import SecretUsage
 from orchestrator.secret_box import SecretDecryptionError, decrypt
-from orchestrator.secret_store import mask, masked_forms, resolve, reveal
+from orchestrator.secret_store import mask, masked_forms, resolve, reveal, sensitive_values
 from orchestrator.services import spec_for_version
 
 RESULT_STATUSES = {
@@ -122,13 +123,37 @@ def deliver_secrets(job: Job) -> tuple[dict[str, Any], list[str]]:
         raise TemplateError(f"secret(s) {', '.join(missing)} no longer exist", "secrets")
     context = advancer.context(node) | {"secrets": values}
     params = render_value(node.params, context, "with")
+    params, connection_values = merge_connection(params, values)
     SecretUsage.objects.bulk_create(
         [
             SecretUsage(secret=secret, name=name, execution_id=execution.pk, job_id=job.pk)
             for name, secret in secrets.items()
         ]
     )
-    return params, list(values.values())
+    return params, [*values.values(), *connection_values]
+
+
+def merge_connection(
+    params: dict[str, Any], values: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """`connection: name` names a secret whose value is a JSON object of params (host, user,
+    password, private_key, known_hosts...); explicit params win. Returns the merged params and
+    the connection's string values (to mask)."""
+    name = params.get("connection")
+    if not name:
+        return params, []
+    try:
+        bundle = json.loads(values[name])
+    except (KeyError, ValueError) as error:
+        raise TemplateError(
+            f"connection '{name}' must be a secret holding a JSON object", "with.connection"
+        ) from error
+    if not isinstance(bundle, dict):
+        raise TemplateError(
+            f"connection '{name}' must be a secret holding a JSON object", "with.connection"
+        )
+    merged = {**bundle, **{k: v for k, v in params.items() if k != "connection"}}
+    return merged, sensitive_values(values[name])[1:]
 
 
 def secret_forms(job_secrets: list[str], execution_id) -> list[str]:
@@ -136,7 +161,8 @@ def secret_forms(job_secrets: list[str], execution_id) -> list[str]:
     if not job_secrets:
         return []
     workflow = Execution.objects.only("workflow").get(pk=execution_id).workflow
-    return masked_forms(list(reveal(workflow, job_secrets).values()))
+    values = reveal(workflow, job_secrets).values()
+    return masked_forms([form for value in values for form in sensitive_values(value)])
 
 
 def job_spec(job: Job) -> dict[str, Any]:

@@ -7,6 +7,7 @@ params, logs and the API hold no values); values are rendered only into the clai
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -48,6 +49,31 @@ def resolve(workflow: Workflow | None, names: set[str] | list[str]) -> dict[str,
 
 def reveal(workflow: Workflow | None, names: set[str] | list[str]) -> dict[str, str]:
     return {name: decrypt(secret.ciphertext) for name, secret in resolve(workflow, names).items()}
+
+
+SENSITIVE_FIELD = re.compile(r"pass|key|token|secret|auth|credential|cookie", re.IGNORECASE)
+
+
+def sensitive_values(value: str) -> list[str]:
+    """What to mask for one secret: its value, or for a connection (a JSON object of params)
+    the values of its sensitive fields (passwords, keys, tokens, auth headers), not host names."""
+    try:
+        bundle = json.loads(value)
+    except ValueError:
+        return [value]
+    if not isinstance(bundle, dict):
+        return [value]
+    found = [value]
+
+    def walk(mapping: dict) -> None:
+        for key, item in mapping.items():
+            if isinstance(item, dict):
+                walk(item)
+            elif isinstance(item, str) and SENSITIVE_FIELD.search(str(key)):
+                found.append(item)
+
+    walk(bundle)
+    return found
 
 
 def masked_forms(values: list[str]) -> list[str]:

@@ -373,7 +373,7 @@ register_action(
         "script",
         {
             "body": ParamSpec("string", required=True),
-            "interpreter": ParamSpec("string", description="e.g. python3; default /bin/sh"),
+            "interpreter": ParamSpec("string", description="bash (default), sh, python, or a path"),
             "args": ParamSpec("string_list"),
             "env": _ENV,
             "cwd": ParamSpec("string"),
@@ -391,6 +391,10 @@ register_action(
                 "string", choices=("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
             ),
             "headers": ParamSpec("string_map"),
+            "query": ParamSpec("string_map"),
+            "connection": ParamSpec(
+                "string", description="secret holding a JSON object of these params"
+            ),
             "json": ParamSpec("any"),
             "body": ParamSpec("string"),
             "expect_status": ParamSpec("status"),
@@ -411,7 +415,14 @@ register_action(
             "host": ParamSpec("string"),
             "user": ParamSpec("string"),
             "port": ParamSpec("integer"),
-            "connection": ParamSpec("string", description="name of a stored connection"),
+            "connection": ParamSpec(
+                "string", description="secret holding a JSON object of these params"
+            ),
+            "password": ParamSpec("string"),
+            "private_key": ParamSpec("string"),
+            "passphrase": ParamSpec("string"),
+            "known_hosts": ParamSpec("string"),
+            "known_hosts_policy": ParamSpec("string", description="strict|accept-new|insecure"),
             "env": _ENV,
             "cwd": ParamSpec("string"),
             "parse": _PARSE,
@@ -430,6 +441,10 @@ register_action(
             "to": ParamSpec("string_list"),
             "subject": ParamSpec("string"),
             "headers": ParamSpec("string_map"),
+            "query": ParamSpec("string_map"),
+            "connection": ParamSpec(
+                "string", description="secret holding a JSON object of these params"
+            ),
             "json": ParamSpec("any"),
             "env": _ENV,
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -160,3 +161,69 @@ def test_secrets_api_is_write_only(api, django_user_model):
     )
     assert api.delete("/api/v1/secrets/tok/").status_code == 204
     assert not Secret.objects.filter(name="tok").exists()
+
+
+def test_connections_merge_into_params_at_claim_time_only():
+    import json
+
+    save_secret(
+        "web01",
+        json.dumps(
+            {
+                "host": "web01.internal",
+                "user": "deploy",
+                "password": "pw-Very-Secret-9",
+                "known_hosts_policy": "insecure",
+                "port": 2222,
+            }
+        ),
+    )
+    workflow = create_workflow(
+        {
+            "slug": "sshy",
+            "nodes": [
+                {
+                    "id": "x",
+                    "action": "ssh",
+                    "with": {"connection": "web01", "command": "uptime", "user": "override"},
+                },
+            ],
+        }
+    )
+    agent, _ = register_agent(enrollment_token=None, name="s", pools=["default"], labels={})
+    job = Job.objects.get(execution=start_execution(workflow))
+    assert job.params == {"connection": "web01", "command": "uptime", "user": "override"}
+    assert job.secrets == ["web01"]
+    spec = job_spec(claim_job(agent, job.pk))
+    assert spec["params"] == {
+        "host": "web01.internal",
+        "user": "override",
+        "password": "pw-Very-Secret-9",
+        "known_hosts_policy": "insecure",
+        "port": 2222,
+        "command": "uptime",
+    }
+    assert "pw-Very-Secret-9" in spec["mask"] and "web01.internal" not in spec["mask"]
+    report_job_result(
+        agent,
+        job.pk,
+        JobReport(
+            lease=uuid.UUID(spec["lease"]),
+            status="completed",
+            stdout="login pw-Very-Secret-9 on web01.internal",
+        ),
+    )
+    assert Job.objects.get(pk=job.pk).stdout == "login *** on web01.internal"
+
+
+def test_missing_connection_fails_the_node():
+    workflow = create_workflow(
+        {
+            "slug": "noconn",
+            "nodes": [
+                {"id": "x", "action": "ssh", "with": {"connection": "ghost", "command": "uptime"}},
+            ],
+        }
+    )
+    execution = start_execution(workflow)
+    assert execution.status == "failed" and "no secret named 'ghost'" in execution.error
