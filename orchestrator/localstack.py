@@ -227,7 +227,13 @@ class LocalStack:
         self.processes.append(process)
         return process
 
-    def start_agent(self, name: str, pools: list[str], concurrency: int = 4) -> ManagedProcess:
+    def start_agent(
+        self,
+        name: str,
+        pools: list[str],
+        concurrency: int = 4,
+        labels: dict[str, str] | None = None,
+    ) -> ManagedProcess:
         """Enroll an agent through the real CLI, run it, and wait until it is online."""
         config = self.workdir / f"{name}.json"
         registered = subprocess.run(
@@ -245,6 +251,7 @@ class LocalStack:
                 "--config",
                 str(config),
                 *[arg for pool in pools for arg in ("--pool", pool)],
+                *[arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")],
             ],
             env=self.env,
             cwd=ROOT,

@@ -10,6 +10,7 @@ import time
 import httpx
 from celery import Celery
 from celery.exceptions import Reject
+from celery.worker.control import control_command
 
 from agents.agent.actions import KILLED
 from agents.agent.client import AgentClient, ApiError, ClaimUnavailable
@@ -56,6 +57,18 @@ def create_app(
     return app
 
 
+current_heartbeat: Heartbeat | None = None
+
+
+@control_command(name="switchyard_heartbeat_now")
+def heartbeat_now(state) -> dict[str, str]:
+    """Broker doorbell from the control plane: heartbeat at once. It carries no instruction; the
+    heartbeat response says which jobs to kill, so a forged message can only cause a heartbeat."""
+    if current_heartbeat is not None:
+        current_heartbeat.wake()
+    return {"ok": "heartbeat scheduled"}
+
+
 class Heartbeat:
     """Posts a heartbeat every ``interval`` seconds and applies the ``cancel`` list it gets back.
 
@@ -69,6 +82,7 @@ class Heartbeat:
         self.interval = interval
         self.last_success = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="switchyard-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -76,7 +90,12 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=self.interval + 5)
+
+    def wake(self) -> None:
+        """Heartbeat now instead of at the next interval (e.g. a kill is waiting for us)."""
+        self._wake.set()
 
     def _loop(self) -> None:
         while True:
@@ -84,7 +103,9 @@ class Heartbeat:
                 self.beat()
             except Exception:
                 logger.exception("heartbeat failed unexpectedly")
-            if self._stop.wait(self.interval):
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
 
     def beat(self) -> None:
@@ -128,6 +149,8 @@ def run_worker(
     runner = Runner(slots=concurrency)
     app = create_app(config, client, runner, concurrency=concurrency)
     heartbeat = Heartbeat(client, runner, config.heartbeat_interval)
+    global current_heartbeat
+    current_heartbeat = heartbeat
     worker = app.Worker(
         hostname=f"{config.name}@{socket.gethostname()}",
         queues=config.queues,
