@@ -491,10 +491,13 @@ class Advancer:
             if job.status == JobStatus.PENDING:
                 job.status = JobStatus.CANCELLED
                 job.error = reason
+                job.error_kind = "cancelled"
                 job.finished_at = self.now
         existing = Job.objects.filter(
             execution_id=self.execution.pk, status__in=JOB_UNCLAIMED
-        ).update(status=JobStatus.CANCELLED, error=reason, finished_at=self.now)
+        ).update(
+            status=JobStatus.CANCELLED, error=reason, error_kind="cancelled", finished_at=self.now
+        )
         return existing + len(self.new_jobs)
 
     def next_timer(self) -> datetime | None:

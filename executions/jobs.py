@@ -44,6 +44,39 @@ RESULT_STATUSES = {
 TRUNCATION_MARKER = "\n[switchyard: output truncated at {limit} bytes]\n"
 
 
+FAILURE_PATTERNS = (
+    ("assertion failed", "assertion"),
+    ("outputs.", "output"),
+    ("agent lost", "agent_lost"),
+    ("killed by the control plane", "cancelled"),
+    ("killed by", "killed"),
+    ("blocked:", "network_policy"),
+    ("HTTP ", "http_status"),
+    ("connection refused", "connection"),
+    ("DNS:", "connection"),
+    ("TLS:", "connection"),
+    ("authentication failed", "auth"),
+    ("host key verification failed", "auth"),
+    ("exit code", "exit_code"),
+    ("cannot deliver secrets", "secrets"),
+    ("invalid job spec", "agent"),
+)
+
+
+def classify_failure(status: str, error: str) -> str:
+    """A short, stable category for a failed job (used by retries' logs, the UI and diagnosis)."""
+    if status == JobStatus.COMPLETED:
+        return ""
+    if status == JobStatus.TIMEOUT:
+        return "timeout"
+    if status == JobStatus.CANCELLED:
+        return "cancelled"
+    for fragment, kind in FAILURE_PATTERNS:
+        if error.startswith(fragment) or f"; {fragment}" in error:
+            return kind
+    return "error"
+
+
 class JobNotFound(Exception):
     """No job with that id (HTTP 404)."""
 
@@ -298,8 +331,10 @@ def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
         if not execution.is_terminal:
             advancer = Advancer(execution, spec_for_version(execution.version), recorder)
             apply_result_checks(advancer, job)
+        job.error_kind = classify_failure(job.status, job.error)
         job.save(
             update_fields=[
+                "error_kind",
                 "status",
                 "exit_code",
                 "stdout",
@@ -421,7 +456,11 @@ def fail_job(job_id, error: str, status: str = JobStatus.FAILED, now=None) -> bo
     with transaction.atomic():
         execution: Execution = lock_execution(execution_id)
         if not Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-            status=status, error=error, finished_at=now, lease=None
+            status=status,
+            error=error,
+            error_kind=classify_failure(status, error),
+            finished_at=now,
+            lease=None,
         ):
             return False
         job = Job.objects.get(pk=job_id)

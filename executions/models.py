@@ -143,6 +143,7 @@ class Job(models.Model):
     outputs = models.JSONField(default=dict)
     http = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    error_kind = models.CharField(max_length=20, blank=True)
     assertions = models.JSONField(default=list, blank=True)
     wait_reason = models.CharField(max_length=300, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

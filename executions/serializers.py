@@ -33,6 +33,7 @@ class JobSerializer(serializers.ModelSerializer):
             "outputs",
             "http",
             "error",
+            "error_kind",
             "assertions",
             "labels",
             "wait_reason",

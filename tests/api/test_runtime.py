@@ -265,3 +265,36 @@ def test_concurrent_decisions_yield_exactly_one_outcome(django_user_model):
     assert sorted(outcomes) == ["conflict"] * 5 + ["decided"]
     execution = Execution.objects.get(pk=execution.pk)
     assert Job.objects.filter(execution=execution).count() == 1
+
+
+@pytest.mark.django_db
+def test_failures_are_classified_and_overdue_jobs_time_out_on_the_control_plane():
+    workflow = create_workflow(
+        {
+            "slug": "kinds",
+            "nodes": [
+                {
+                    "id": "slow",
+                    "action": "shell",
+                    "timeout": "1s",
+                    "with": {"command": "true"},
+                    "on": {"error": "bad"},
+                },
+                {"id": "bad", "action": "shell", "with": {"command": "true"}},
+            ],
+        }
+    )
+    agent = online("k")
+    execution = start_execution(workflow)
+    job = claim_job(agent, pending_job(execution, "slow").pk)
+    assert sweep()["jobs_timed_out"] == 0
+    assert sweep(timezone.now() + timedelta(minutes=5))["jobs_timed_out"] == 1
+    job.refresh_from_db()
+    assert (job.status, job.error_kind) == ("timeout", "timeout")
+    assert job.error.startswith("no result within 1s")
+    with pytest.raises(ExecutionConflict):
+        report_job_result(
+            agent, job.pk, JobReport(lease=job.lease or uuid.uuid4(), status="completed")
+        )
+    failed = finish(agent, execution, "bad", status="failed", exit_code=2, error="exit code 2")
+    assert failed.error_kind == "exit_code"
