@@ -103,13 +103,19 @@ def authenticate_agent(raw_token: str) -> Agent | None:
 
 
 def record_heartbeat(agent: Agent, running_jobs: list[str], version: str, load: dict[str, Any]):
-    """Store liveness, version, load and the jobs the agent says it runs."""
+    """Store liveness, version, load and the jobs the agent says it runs; an agent coming back
+    online is pushed live to the agents page."""
+    was_online = agent.status == "online"
     Agent.objects.filter(pk=agent.pk).update(
         last_heartbeat=timezone.now(),
         running_jobs=running_jobs,
         version=version or agent.version,
         load=load,
     )
+    if not was_online or running_jobs != agent.running_jobs:
+        from executions.live import publish_agent_change
+
+        publish_agent_change(agent.name)
 
 
 def revoke_agent(agent: Agent) -> None:

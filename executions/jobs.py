@@ -28,6 +28,7 @@ from executions.advancing import (
     lock_execution,
     settle_job,
 )
+from executions.live import publish_output_after_commit
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobOutputChunk, JobStatus
 from executions.recorder import EventRecorder
 from orchestrator.engine import NodeSpec, TemplateError, evaluate_expression, render_value
@@ -422,6 +423,11 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
         except IntegrityError:
             fresh = []
         accepted = len(fresh)
+        publish_output_after_commit(
+            job.execution_id,
+            job.pk,
+            [{"seq": row.seq, "stream": row.stream, "data": row.data} for row in fresh],
+        )
         if fresh:
             Job.objects.filter(pk=job.pk).update(
                 output_bytes=F("output_bytes") + sum(len(r.data.encode()) for r in fresh),

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from executions.live import publish_events_after_commit
 from executions.models import ExecutionEvent
 
 
@@ -40,6 +41,10 @@ class EventRecorder:
         )
 
     def flush(self) -> None:
+        """Insert the pending events in one statement and push them live after commit."""
         if self.pending:
-            ExecutionEvent.objects.bulk_create(self.pending)
+            created = ExecutionEvent.objects.bulk_create(self.pending)
             self.pending = []
+            publish_events_after_commit(
+                self.execution_id, [event for event in created if event.pk is not None]
+            )

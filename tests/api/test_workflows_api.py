@@ -228,7 +228,7 @@ def test_execute_creates_an_execution_and_a_pending_job(api, django_capture_on_c
     [job] = body["jobs"]
     assert job["status"] == "pending" and job["queue"] == "pool.default"
     assert job["params"]["command"] == "echo hi 'O'\"'\"'Brien'"
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # publish the job; push the new log events live
     assert Job.objects.count() == 1
 
 
