@@ -565,6 +565,7 @@ def start_execution(
     parent: Execution | None = None,
     parent_node_id: str = "",
     deadline_s: float | None = None,
+    initial_nodes: dict[str, dict[str, Any]] | None = None,
 ) -> Execution:
     """Create an execution of `version` (default: the published one) and start its entry nodes."""
     if not workflow.is_active:
@@ -587,7 +588,10 @@ def start_execution(
             inputs=coerced,
             vars=spec.vars,
             labels=labels or {},
-            nodes={node_id: {"status": "pending", "taken": []} for node_id in spec.nodes},
+            nodes={
+                node_id: (initial_nodes or {}).get(node_id, {"status": "pending", "taken": []})
+                for node_id in spec.nodes
+            },
             rerun_of=rerun_of,
             parent=parent,
             parent_node_id=parent_node_id,
@@ -785,3 +789,88 @@ def pending_jobs_waiting_for_agents() -> list[Job]:
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
         .only("id", "queue", "pool", "labels", "execution_id", "node_id", "wait_reason")[:500]
     )
+
+
+def rerun_execution(original: Execution, *, user=None) -> Execution:
+    """Run the same version with the same inputs and labels again, linked to the original."""
+    trigger = {
+        "kind": "rerun",
+        "user": getattr(user, "username", None),
+        "of": str(original.pk),
+        "original_trigger": original.trigger,
+    }
+    return start_execution(
+        original.workflow,
+        inputs=original.inputs,
+        labels=original.labels,
+        trigger=trigger,
+        user=user,
+        version=original.version,
+        rerun_of=original,
+    )
+
+
+def descendants_of(spec: WorkflowSpec, node_id: str) -> set[str]:
+    found: set[str] = set()
+    stack = [node_id]
+    while stack:
+        current = stack.pop()
+        for targets in spec.nodes[current].on.values():
+            for target in targets:
+                if target not in found:
+                    found.add(target)
+                    stack.append(target)
+    return found
+
+
+def replay_execution(original: Execution, from_node: str, *, user=None) -> Execution:
+    """Start a new run of the same version that keeps the results of every node outside
+    `from_node` and its descendants (their outputs stay readable by templates) and runs
+    `from_node` and everything after it again."""
+    if not original.is_terminal:
+        raise ExecutionConflict("only a finished execution can be replayed")
+    spec = spec_for_version(original.version)
+    if from_node not in spec.nodes:
+        raise KeyError(from_node)
+    rerun = {from_node} | descendants_of(spec, from_node)
+    outputs = {
+        job.node_id: job_output(job)
+        for job in Job.objects.filter(execution=original, status__in=JOB_TERMINAL).order_by(
+            "attempt"
+        )
+    }
+    kept: dict[str, dict[str, Any]] = {}
+    for node_id, entry in original.nodes.items():
+        if node_id in rerun or node_id not in spec.nodes:
+            continue
+        node = spec.nodes[node_id]
+        handled_failure = entry["status"] == "failed" and "error" in node.on
+        if entry["status"] in ("completed", "skipped") or handled_failure:
+            kept[node_id] = {
+                key: value for key, value in entry.items() if key in ("status", "taken", "reason")
+            } | {"replayed": True}
+            output = entry.get("output") or outputs.get(node_id)
+            if output is not None:
+                kept[node_id]["output"] = output
+    trigger = {
+        "kind": "replay",
+        "user": getattr(user, "username", None),
+        "of": str(original.pk),
+        "from_node": from_node,
+    }
+    return start_execution(
+        original.workflow,
+        inputs=original.inputs,
+        labels=original.labels,
+        trigger=trigger,
+        user=user,
+        version=original.version,
+        rerun_of=original,
+        initial_nodes=kept,
+    )
+
+
+def delete_execution(execution: Execution) -> None:
+    if not execution.is_terminal:
+        raise ExecutionConflict(f"execution is {execution.status}; cancel it before deleting")
+    execution.delete()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import uuid
 
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -14,7 +18,14 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from executions.advancing import Advancer, ExecutionConflict, cancel_execution
+from executions.advancing import (
+    Advancer,
+    ExecutionConflict,
+    cancel_execution,
+    delete_execution,
+    replay_execution,
+    rerun_execution,
+)
 from executions.filters import ExecutionFilter
 from executions.jobs import json_safe
 from executions.models import (
@@ -27,12 +38,16 @@ from executions.models import (
 )
 from executions.recorder import EventRecorder
 from executions.serializers import (
+    BulkResultSerializer,
+    BulkSerializer,
     EvaluateRequestSerializer,
     EvaluateResultSerializer,
     EventSerializer,
     ExecutionDetailSerializer,
+    ExecutionPatchSerializer,
     ExecutionSerializer,
     JobOutputSerializer,
+    ReplaySerializer,
     execution_detail_queryset,
     job_counts_for,
 )
@@ -131,6 +146,235 @@ class ExecutionDetailView(APIView):
     def get(self, request, execution_id: str):
         execution = get_object_or_404(execution_detail_queryset(), pk=parse_uuid(execution_id))
         return Response(ExecutionDetailSerializer(execution).data)
+
+    @extend_schema(
+        operation_id="executions_partial_update",
+        summary="Edit an execution's labels",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=ExecutionPatchSerializer,
+        responses={
+            200: ExecutionDetailSerializer,
+            **error_responses(400, 401, 404, **NO_EXECUTION),
+        },
+    )
+    def patch(self, request, execution_id: str):
+        execution = get_object_or_404(Execution, pk=parse_uuid(execution_id))
+        serializer = ExecutionPatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if "labels" in serializer.validated_data:
+            execution.labels = serializer.validated_data["labels"]
+            execution.save(update_fields=["labels"])
+        execution = execution_detail_queryset().get(pk=execution.pk)
+        return Response(ExecutionDetailSerializer(execution).data)
+
+    @extend_schema(
+        operation_id="executions_destroy",
+        summary="Delete a finished execution with its jobs, output and log",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={
+            204: None,
+            **error_responses(
+                401, 404, 409, e409="The execution has not finished.", **NO_EXECUTION
+            ),
+        },
+    )
+    def delete(self, request, execution_id: str):
+        execution = get_object_or_404(Execution, pk=parse_uuid(execution_id))
+        try:
+            delete_execution(execution)
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RerunView(APIView):
+    @extend_schema(
+        operation_id="executions_rerun",
+        summary="Run the same version with the same inputs again (linked via rerun_of)",
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={
+            201: ExecutionDetailSerializer,
+            **error_responses(401, 404, 409, e409="The workflow is inactive.", **NO_EXECUTION),
+        },
+    )
+    def post(self, request, execution_id: str):
+        original = get_object_or_404(
+            Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
+        )
+        try:
+            execution = rerun_execution(original, user=request.user)
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        execution = execution_detail_queryset().get(pk=execution.pk)
+        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_201_CREATED)
+
+
+class ReplayView(APIView):
+    @extend_schema(
+        operation_id="executions_replay",
+        summary="Run again from one node, keeping the results of everything outside it",
+        description=(
+            "Nodes that are neither `from_node` nor downstream of it keep their results and "
+            "outputs; `from_node` and its descendants run again."
+        ),
+        tags=TAGS,
+        parameters=[EXECUTION_ID],
+        request=ReplaySerializer,
+        responses={
+            201: ExecutionDetailSerializer,
+            **error_responses(
+                400, 401, 404, 409, e409="The execution has not finished.", **NO_EXECUTION
+            ),
+        },
+    )
+    def post(self, request, execution_id: str):
+        original = get_object_or_404(
+            Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
+        )
+        serializer = ReplaySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        from_node = serializer.validated_data["from_node"]
+        try:
+            execution = replay_execution(original, from_node, user=request.user)
+        except KeyError as error:
+            raise ValidationError({"from_node": [f"no node '{from_node}' in this run"]}) from error
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        execution = execution_detail_queryset().get(pk=execution.pk)
+        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_201_CREATED)
+
+
+EXPORT_FIELDS = [
+    "id",
+    "workflow",
+    "version",
+    "status",
+    "trigger_kind",
+    "labels",
+    "error",
+    "rerun_of",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+]
+EXPORT_LIMIT = 50_000
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="executions_export",
+        summary="Export the filtered executions as JSON or CSV",
+        tags=TAGS,
+        parameters=[
+            *LIST_FILTERS,
+            OpenApiParameter("format", str, enum=["json", "csv"], description="default json"),
+        ],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): str},
+    )
+)
+class ExportView(generics.GenericAPIView):
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ExecutionFilter
+    queryset = Execution.objects.select_related("workflow", "version").order_by("-created_at")
+    pagination_class = None
+
+    def rows(self, queryset):
+        for execution in queryset[:EXPORT_LIMIT].iterator(chunk_size=2000):
+            yield {
+                "id": str(execution.pk),
+                "workflow": execution.workflow.slug,
+                "version": execution.version.number,
+                "status": execution.status,
+                "trigger_kind": execution.trigger_kind,
+                "labels": execution.labels,
+                "error": execution.error,
+                "rerun_of": str(execution.rerun_of_id) if execution.rerun_of_id else None,
+                "created_at": execution.created_at.isoformat(),
+                "started_at": execution.started_at.isoformat() if execution.started_at else None,
+                "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
+                "duration_ms": execution.duration_ms,
+            }
+
+    def get(self, request):
+        export_format = request.query_params.get("format", "json")
+        if export_format not in ("json", "csv"):
+            raise ValidationError({"format": ["must be json or csv"]})
+        rows = self.rows(self.filter_queryset(self.get_queryset()))
+        if export_format == "json":
+            response = StreamingHttpResponse(json_lines(rows), content_type="application/json")
+        else:
+            response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="executions.{export_format}"'
+        return response
+
+
+def json_lines(rows):
+    yield "["
+    for index, row in enumerate(rows):
+        yield ("," if index else "") + json.dumps(row)
+    yield "]"
+
+
+def csv_lines(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row | {"labels": json.dumps(row["labels"])})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+class BulkView(APIView):
+    @extend_schema(
+        operation_id="executions_bulk",
+        summary="Cancel, re-run or delete many executions",
+        tags=TAGS,
+        request=BulkSerializer,
+        responses={200: BulkResultSerializer, **error_responses(400, 401)},
+    )
+    def post(self, request):
+        serializer = BulkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        action = serializer.validated_data["action"]
+        results = []
+        for execution_id in serializer.validated_data["ids"]:
+            execution = (
+                Execution.objects.select_related("workflow", "version")
+                .filter(pk=execution_id)
+                .first()
+            )
+            if execution is None:
+                results.append({"id": str(execution_id), "ok": False, "error": "not found"})
+                continue
+            try:
+                if action == "cancel":
+                    cancel_execution(execution.pk, user=request.user)
+                    results.append({"id": str(execution_id), "ok": True, "status": "cancelled"})
+                elif action == "rerun":
+                    new = rerun_execution(execution, user=request.user)
+                    results.append(
+                        {
+                            "id": str(execution_id),
+                            "ok": True,
+                            "status": new.status,
+                            "execution": str(new.pk),
+                        }
+                    )
+                else:
+                    delete_execution(execution)
+                    results.append({"id": str(execution_id), "ok": True, "status": "deleted"})
+            except ExecutionConflict as error:
+                results.append({"id": str(execution_id), "ok": False, "error": str(error)})
+        return Response({"results": results})
 
 
 @extend_schema_view(

@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from executions.models import JOB_TERMINAL, Execution, ExecutionEvent, Job
+from orchestrator.serializers import LabelsField
 from orchestrator.services import spec_for_version
 
 DETAIL_LOG_LIMIT = 1000
@@ -252,3 +253,28 @@ class EvaluateRequestSerializer(serializers.Serializer):
 class EvaluateResultSerializer(serializers.Serializer):
     expression = serializers.CharField()
     value = serializers.JSONField(help_text="The rendered value (any JSON value).")
+
+
+class ExecutionPatchSerializer(serializers.Serializer):
+    labels = LabelsField(required=False)
+
+
+class ReplaySerializer(serializers.Serializer):
+    from_node = serializers.CharField(max_length=100)
+
+
+class BulkSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["cancel", "rerun", "delete"])
+    ids = serializers.ListField(child=serializers.UUIDField(), min_length=1, max_length=500)
+
+
+class BulkItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    ok = serializers.BooleanField()
+    status = serializers.CharField(required=False)
+    execution = serializers.UUIDField(required=False)
+    error = serializers.CharField(required=False)
+
+
+class BulkResultSerializer(serializers.Serializer):
+    results = BulkItemSerializer(many=True)

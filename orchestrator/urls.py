@@ -24,7 +24,11 @@ api_v1 = [
     path("workflows/<slug:slug>/publish/", workflow_api.PublishView.as_view()),
     path("workflows/<slug:slug>/execute/", workflow_api.ExecuteView.as_view()),
     path("executions/", execution_api.ExecutionListView.as_view()),
+    path("executions/export/", execution_api.ExportView.as_view()),
+    path("executions/bulk/", execution_api.BulkView.as_view()),
     path("executions/<str:execution_id>/", execution_api.ExecutionDetailView.as_view()),
+    path("executions/<str:execution_id>/rerun/", execution_api.RerunView.as_view()),
+    path("executions/<str:execution_id>/replay/", execution_api.ReplayView.as_view()),
     path("executions/<str:execution_id>/log/", execution_api.ExecutionLogView.as_view()),
     path(
         "executions/<str:execution_id>/jobs/<str:job_id>/output/",

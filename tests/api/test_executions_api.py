@@ -186,3 +186,74 @@ def test_an_execution_keeps_the_definition_it_ran(api, workflows):
     assert [n["id"] for n in old["nodes"]] == ["root", "a", "b", "c"]
     new = api.post("/api/v1/workflows/fanout/execute/", {}, format="json").json()
     assert new["version"] == 2 and [n["id"] for n in new["nodes"]] == ["only"]
+
+
+def test_rerun_replay_delete_labels_export_and_bulk(api, workflows):
+    import csv as csv_module
+    import io as io_module
+
+    from tests.api.runtime_support import finish
+
+    fanout, _ = workflows
+    agent, _ = register_agent(enrollment_token=None, name="ops", pools=["default"], labels={})
+    execution = start_execution(fanout, labels={"team": "a"})
+    finish(agent, execution, "root", stdout="root-out\n")
+    for node in ("a", "b"):
+        finish(agent, execution, node)
+    finish(agent, execution, "c", status="failed", exit_code=1, error="exit code 1")
+    assert execution.status == "failed"
+    base = f"/api/v1/executions/{execution.pk}"
+
+    rerun = api.post(f"{base}/rerun/", {}, format="json")
+    assert rerun.status_code == 201
+    assert rerun.json()["rerun_of"] == str(execution.pk)
+    assert rerun.json()["trigger"]["kind"] == "rerun"
+
+    replay = api.post(f"{base}/replay/", {"from_node": "c"}, format="json")
+    assert replay.status_code == 201, replay.content
+    nodes = {n["id"]: n["status"] for n in replay.json()["nodes"]}
+    assert nodes == {"root": "completed", "a": "completed", "b": "completed", "c": "running"}
+    assert [j["node_id"] for j in replay.json()["jobs"]] == ["c"]
+    assert api.post(f"{base}/replay/", {"from_node": "zz"}, format="json").status_code == 400
+    running = replay.json()["id"]
+    assert (
+        api.post(
+            f"/api/v1/executions/{running}/replay/", {"from_node": "c"}, format="json"
+        ).status_code
+        == 409
+    )
+
+    labelled = api.patch(base + "/", {"labels": {"team": "b", "ticket": "OPS-1"}}, format="json")
+    assert labelled.json()["labels"] == {"team": "b", "ticket": "OPS-1"}
+    assert api.patch(base + "/", {"labels": {"bad key": "x"}}, format="json").status_code == 400
+
+    exported = api.get("/api/v1/executions/export/?format=json&workflow=fanout")
+    rows = __import__("json").loads(b"".join(exported.streaming_content))
+    assert {row["id"] for row in rows} >= {str(execution.pk), running}
+    as_csv = api.get("/api/v1/executions/export/?format=csv&status=failed")
+    table = list(
+        csv_module.DictReader(io_module.StringIO(b"".join(as_csv.streaming_content).decode()))
+    )
+    assert [row["id"] for row in table] == [str(execution.pk)]
+    assert api.get("/api/v1/executions/export/?format=xml").status_code == 400
+    assert api.get("/api/v1/executions/export/?status=nope").status_code == 400
+
+    assert api.delete(f"/api/v1/executions/{running}/").status_code == 409
+    bulk = api.post(
+        "/api/v1/executions/bulk/", {"action": "cancel", "ids": [running]}, format="json"
+    ).json()
+    assert bulk["results"] == [{"id": running, "ok": True, "status": "cancelled"}]
+    deleted = api.post(
+        "/api/v1/executions/bulk/",
+        {"action": "delete", "ids": [running, str(uuid.uuid4())]},
+        format="json",
+    ).json()["results"]
+    assert [r["ok"] for r in deleted] == [True, False]
+    assert not Execution.objects.filter(pk=running).exists()
+    assert api.delete(base + "/").status_code == 204
+    assert (
+        api.post(
+            "/api/v1/executions/bulk/", {"action": "explode", "ids": []}, format="json"
+        ).status_code
+        == 400
+    )
