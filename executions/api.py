@@ -15,6 +15,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -266,6 +267,16 @@ EXPORT_FIELDS = [
 EXPORT_LIMIT = 50_000
 
 
+class CSVStreamRenderer(BaseRenderer):
+    """Lets `?format=csv` pass DRF's content negotiation; the view streams the body itself."""
+
+    media_type = "text/csv"
+    format = "csv"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
 @extend_schema_view(
     get=extend_schema(
         operation_id="executions_export",
@@ -279,10 +290,18 @@ EXPORT_LIMIT = 50_000
     )
 )
 class ExportView(generics.GenericAPIView):
+    renderer_classes = [JSONRenderer, CSVStreamRenderer]
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
     queryset = Execution.objects.select_related("workflow", "version").order_by("-created_at")
     pagination_class = None
+
+    def perform_content_negotiation(self, request, force=False):
+        if request.query_params.get("format", "json") not in ("json", "csv"):
+            if force:
+                return JSONRenderer(), JSONRenderer.media_type
+            raise ValidationError({"format": ["must be json or csv"]})
+        return super().perform_content_negotiation(request, force)
 
     def rows(self, queryset):
         for execution in queryset[:EXPORT_LIMIT].iterator(chunk_size=2000):
