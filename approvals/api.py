@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.serializers import ApprovalSerializer, DecisionSerializer
-from approvals.services import DecisionRefused, decide
+from approvals.services import DecisionRefused, decide, may_decide
 from executions.advancing import ExecutionConflict
 from orchestrator.api_errors import Conflict
 from orchestrator.schema import error_responses
@@ -30,6 +31,18 @@ class ApprovalCursorPagination(CursorPagination):
     ordering = ("-created_at", "-id")
 
 
+def waiting_on(user, queryset):
+    """Pending requests this user may decide and has not voted on yet."""
+    pending = list(queryset.filter(status=ApprovalStatus.PENDING).select_related("execution"))
+    ids = [
+        request.pk
+        for request in pending
+        if may_decide(request, user) is None
+        and not any(vote["user"] == user.username for vote in request.votes)
+    ]
+    return queryset.filter(pk__in=ids)
+
+
 @extend_schema_view(
     get=extend_schema(
         operation_id="approvals_list",
@@ -42,7 +55,14 @@ class ApprovalCursorPagination(CursorPagination):
                 OpenApiParameter.QUERY,
                 enum=list(ApprovalStatus.values),
                 description="Only requests with this status.",
-            )
+            ),
+            OpenApiParameter(
+                "mine",
+                bool,
+                OpenApiParameter.QUERY,
+                description="Only pending requests the caller may decide and has not voted on.",
+            ),
+            OpenApiParameter("workflow", str, OpenApiParameter.QUERY, description="Workflow slug."),
         ],
         responses={
             200: ApprovalSerializer(many=True),
@@ -63,6 +83,11 @@ class ApprovalListView(generics.ListAPIView):
                     {"status": [f"must be one of {', '.join(ApprovalStatus.values)}"]}
                 )
             queryset = queryset.filter(status=wanted)
+        if self.request.query_params.get("mine") in ("1", "true"):
+            queryset = waiting_on(self.request.user, queryset)
+        workflow = self.request.query_params.get("workflow")
+        if workflow:
+            queryset = queryset.filter(execution__workflow__slug=workflow)
         return queryset
 
 
@@ -76,6 +101,11 @@ class ApprovalDetailView(APIView):
     )
     def get(self, request, approval_id: int):
         return Response(ApprovalSerializer(get_object_or_404(QUERYSET, pk=approval_id)).data)
+
+
+def decision_channel(request) -> str:
+    """`web` for the UI (session-authenticated calls), `api` for token-authenticated clients."""
+    return "web" if isinstance(request.successful_authenticator, SessionAuthentication) else "api"
 
 
 class DecisionView(APIView):
@@ -108,7 +138,7 @@ class DecisionView(APIView):
                 request.user,
                 approve=self.approve,
                 note=serializer.validated_data["note"],
-                via="api",
+                via=decision_channel(request),
             )
         except ApprovalRequest.DoesNotExist as error:
             raise NotFound("No such approval request.") from error

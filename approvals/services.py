@@ -5,8 +5,13 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, ApprovalStatus
-from executions.advancing import Advancer, ExecutionConflict, lock_execution
+from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
+from executions.advancing import (
+    Advancer,
+    ExecutionConflict,
+    enqueue_notification,
+    lock_execution,
+)
 from executions.recorder import EventRecorder
 from orchestrator.services import spec_for_version
 
@@ -103,9 +108,16 @@ def decide(approval_id: int, user, *, approve: bool, note: str = "", via: str = 
             request.decided_at = now
             request.note = note
         request.save()
+        ApprovalAudit.objects.create(
+            request=request,
+            action="approve" if approve else "reject",
+            user=user,
+            via=via,
+            note=note,
+        )
         if request.status != ApprovalStatus.PENDING:
             outcome = "approved" if approve else "rejected"
-            resolve_gate(request, outcome, f"{outcome} by {user.username}", now)
+            resolve_gate(request, outcome, f"{outcome} by {user.username} via {via}", now)
         else:
             recorder = EventRecorder(execution.pk, now)
             recorder.add(
@@ -137,5 +149,40 @@ def expire_request(approval_id: int, now=None) -> bool:
         request.decided_at = now
         request.note = "timeout"
         request.save()
+        ApprovalAudit.objects.create(request=request, action="expired", note="timeout")
         resolve_gate(request, "rejected", "timeout", now)
+    return True
+
+
+def escalate_request(approval_id: int, now=None) -> bool:
+    """Past `escalate.after`, widen the approvers to the escalation targets and notify them."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        request = (
+            ApprovalRequest.objects.select_for_update()
+            .filter(pk=approval_id, status=ApprovalStatus.PENDING, escalated_at__isnull=True)
+            .first()
+        )
+        if request is None or not request.escalate_at or request.escalate_at > now:
+            return False
+        approvers = dict(request.approvers)
+        for key in ("users", "groups"):
+            extra = request.escalate_to.get(key) or []
+            if extra and (approvers.get("users") or approvers.get("groups")):
+                approvers[key] = sorted({*approvers.get(key, []), *extra})
+        request.approvers = approvers
+        request.escalated_at = now
+        request.save(update_fields=["approvers", "escalated_at"])
+        ApprovalAudit.objects.create(request=request, action="escalated", data=request.escalate_to)
+        recorder = EventRecorder(request.execution_id, now)
+        recorder.add(
+            "approval.escalated",
+            f"approval '{request.node_id}' escalated to {request.escalate_to}",
+            level="warning",
+            node_id=request.node_id,
+        )
+        recorder.flush()
+        transaction.on_commit(
+            lambda: enqueue_notification(request.pk, "Approval escalated", escalation=True)
+        )
     return True

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.dispatch import publish_after_commit
 from executions.models import (
     JOB_TERMINAL,
@@ -41,6 +41,7 @@ from orchestrator.engine import (
     WorkflowSpec,
     coerce_inputs,
     evaluate_expression,
+    parse_duration,
     plan_execution,
     render_value,
     resolve_node,
@@ -330,14 +331,21 @@ class Advancer:
             self.after_commit.append(partial(settle_child, child.pk))
 
     def start_approval(self, node: NodeSpec) -> None:
-        """Pause on a person's decision; the request expires after the node's timeout."""
+        """Pause on a person's decision; the request expires after the node's timeout, may
+        escalate to a second group first, and its approvers are notified after commit."""
         raw = node.raw
         try:
-            message = str(render_value(raw.get("message", ""), self.context(node), "message"))
+            context = self.context(node)
+            message = str(render_value(raw.get("message", ""), context, "message"))
+            extra = render_value(raw.get("context") or {}, context, "context")
         except TemplateError as error:
             self.fail_node(node.id, str(error), kind="template.error")
             return
         expires_at = self.now + timedelta(seconds=node.timeout) if node.timeout else None
+        escalate = raw.get("escalate") or {}
+        escalate_at = (
+            self.now + timedelta(seconds=parse_duration(escalate["after"])) if escalate else None
+        )
         request = ApprovalRequest.objects.create(
             execution=self.execution,
             node_id=node.id,
@@ -346,7 +354,12 @@ class Advancer:
             quorum=int(raw.get("quorum") or 1),
             allow_self_approval=bool(raw.get("allow_self_approval", False)),
             expires_at=expires_at,
+            escalate_at=escalate_at,
+            escalate_to=escalate.get("to") or {},
+            context=extra if isinstance(extra, dict) else {"context": extra},
+            notify=raw.get("notify") or {},
         )
+        ApprovalAudit.objects.create(request=request, action="requested", note=message)
         self.states[node.id] = NodeState(NodeStatus.WAITING)
         self.extras.setdefault(node.id, {})["approval"] = request.pk
         expiry = f", expires {expires_at.isoformat()}" if expires_at else ""
@@ -356,6 +369,7 @@ class Advancer:
             node_id=node.id,
             data={"approval": request.pk, "quorum": request.quorum},
         )
+        self.after_commit.append(partial(enqueue_notification, request.pk, "Approval needed"))
 
     def secrets_used(self, node: NodeSpec, params: dict[str, Any]) -> list[str]:
         """Secrets the job needs at claim time: those its templates name, and its connection."""
@@ -455,9 +469,18 @@ class Advancer:
         execution.next_timer_at = None
         why = reason or f"execution {status}"
         cancelled = self.cancel_unclaimed_jobs(why)
-        ApprovalRequest.objects.filter(
-            execution_id=execution.pk, status=ApprovalStatus.PENDING
-        ).update(status=ApprovalStatus.CANCELLED, note=why, decided_at=self.now)
+        pending = list(
+            ApprovalRequest.objects.filter(
+                execution_id=execution.pk, status=ApprovalStatus.PENDING
+            ).values_list("pk", flat=True)
+        )
+        if pending:
+            ApprovalRequest.objects.filter(pk__in=pending).update(
+                status=ApprovalStatus.CANCELLED, note=why, decided_at=self.now
+            )
+            ApprovalAudit.objects.bulk_create(
+                [ApprovalAudit(request_id=pk, action="cancelled", note=why) for pk in pending]
+            )
         in_flight = set(
             Job.objects.filter(execution_id=execution.pk, status=JobStatus.RUNNING).values_list(
                 "node_id", flat=True
@@ -874,3 +897,11 @@ def delete_execution(execution: Execution) -> None:
     if not execution.is_terminal:
         raise ExecutionConflict(f"execution is {execution.status}; cancel it before deleting")
     execution.delete()
+
+
+def enqueue_notification(request_id: int, reason: str, escalation: bool = False) -> None:
+    """Hand approval notifications to the control worker (never block a request on SMTP)."""
+    from approvals.tasks import notify_approvers
+
+    with contextlib.suppress(Exception):  # the request stays visible in the UI and API
+        notify_approvers.apply_async(args=[request_id, reason, escalation], queue="control")

@@ -125,6 +125,15 @@ def expire_approvals(now: datetime) -> int:
     return sum(expire_request(pk, now) for pk in list(due.values_list("pk", flat=True)[:BATCH]))
 
 
+def escalate_approvals(now: datetime) -> int:
+    from approvals.services import escalate_request
+
+    due = ApprovalRequest.objects.filter(
+        status=ApprovalStatus.PENDING, escalated_at__isnull=True, escalate_at__lte=now
+    )
+    return sum(escalate_request(pk, now) for pk in list(due.values_list("pk", flat=True)[:BATCH]))
+
+
 def fail_jobs_of_lost_agents(now: datetime) -> int:
     """Agents silent for three heartbeat intervals are offline; their running jobs fail with
     "agent lost" and follow their retry policy (the agent kills them itself on its side)."""
@@ -163,6 +172,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "executions_timed_out": expire_executions(now),
         "timers_fired": fire_timers(now),
         "approvals_expired": expire_approvals(now),
+        "approvals_escalated": escalate_approvals(now),
         "children_settled": settle_orphaned_children(),
     }
     if any(figures.values()):

@@ -246,6 +246,26 @@ warnings.filterwarnings("ignore", message="No directory at")
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 
+# E-mail (approval notifications). Without EMAIL_HOST, mail goes to the console in DEBUG.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "switchyard@localhost")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+# Global chat incoming webhook (Slack-compatible) for approval requests; nodes may set their own.
+SWITCHYARD_APPROVAL_CHAT_WEBHOOK = os.environ.get("SWITCHYARD_APPROVAL_CHAT_WEBHOOK", "")
+# Lifetime of decision links when the request has no timeout.
+SWITCHYARD_APPROVAL_LINK_TTL = float(os.environ.get("SWITCHYARD_APPROVAL_LINK_TTL", str(7 * 86400)))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

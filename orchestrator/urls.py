@@ -11,6 +11,7 @@ from drf_spectacular.views import (
 
 from agents import api as agent_api
 from approvals import api as approval_api
+from approvals.links import DecisionLinkView
 from executions import api as execution_api
 from orchestrator import api as workflow_api
 from orchestrator import secrets_api
@@ -64,6 +65,7 @@ agent_v1 = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
     path("healthz", healthz),
+    path("approvals/link/<str:token>/", DecisionLinkView.as_view(), name="approval-link"),
     path("readyz", readyz),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

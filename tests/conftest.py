@@ -19,3 +19,14 @@ def api(admin_user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(admin_user)}")
     return client
+
+
+@pytest.fixture(autouse=True, scope="session")
+def celery_runs_tasks_inline():
+    """In-process tests run control-worker tasks (e.g. notifications) inline; the end-to-end
+    suites use a real worker."""
+    from orchestrator.celery_app import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False

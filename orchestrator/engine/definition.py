@@ -88,7 +88,7 @@ _NODE_KEYS: dict[str, tuple[str, ...]] = {
         "assert",
         "outputs",
     ),
-    "approval": ("message", "approvers", "quorum", "timeout", "allow_self_approval", "run_if"),
+    "approval": ("approved", "rejected", "always"),
     "condition": ("if", "run_if"),
     "join": (),
     "wait": ("duration", "run_if"),
@@ -1219,6 +1219,36 @@ class _Validator:
         allow_self = node.get("allow_self_approval")
         if allow_self is not None and not isinstance(allow_self, bool):
             self.add(f"{path}.allow_self_approval", "expected a boolean")
+        escalate = node.get("escalate")
+        if escalate is not None:
+            if not isinstance(escalate, dict):
+                self.add(f"{path}.escalate", "expected a mapping with 'after' and 'to'")
+            else:
+                self.unknown_keys(escalate, ("after", "to"), f"{path}.escalate")
+                if escalate.get("after") is None:
+                    self.add(f"{path}.escalate.after", "required")
+                else:
+                    self.duration(escalate["after"], f"{path}.escalate.after")
+                target = escalate.get("to")
+                if not isinstance(target, dict) or not (
+                    target.get("users") or target.get("groups")
+                ):
+                    self.add(
+                        f"{path}.escalate.to", "expected {users: [...]} and/or {groups: [...]}"
+                    )
+                else:
+                    self.unknown_keys(target, ("users", "groups"), f"{path}.escalate.to")
+        context = node.get("context")
+        if context is not None and not isinstance(context, dict):
+            self.add(f"{path}.context", "expected a mapping of name: template")
+        notify = node.get("notify")
+        if notify is not None:
+            if not isinstance(notify, dict):
+                self.add(f"{path}.notify", "expected a mapping with 'email' and/or 'chat_webhook'")
+            else:
+                self.unknown_keys(notify, ("email", "chat_webhook"), f"{path}.notify")
+                if "email" in notify and not isinstance(notify["email"], bool):
+                    self.add(f"{path}.notify.email", "expected a boolean")
 
     def child_workflow(self, node: dict, path: str) -> dict | None:
         slug = node.get("workflow")
