@@ -6,18 +6,43 @@ database and Redis database. Process logs are attached to failing tests' reports
 from __future__ import annotations
 
 import os
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.conf import settings
 
-from orchestrator.localstack import LocalStack, Postgres, redis_url_with_db
+from orchestrator.localstack import LocalStack, Postgres, free_port, redis_url_with_db
 
 E2E_REDIS_DB = int(os.environ.get("SWITCHYARD_E2E_REDIS_DB", "15"))
 E2E_DATABASE = os.environ.get("SWITCHYARD_E2E_DATABASE", f"switchyard_e2e_{os.getpid()}")
 
 
+class Mailbox:
+    """Messages received by the test's SMTP server."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
+        self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+        return "250 OK"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+def mailbox():
+    """A real SMTP server on loopback that the control worker sends approval mail to."""
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield box, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, mailbox):
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.fail("end-to-end tests need PostgreSQL: set DATABASE_URL (`make test` does)")
@@ -38,6 +63,8 @@ def stack(tmp_path_factory):
             "SWITCHYARD_HEARTBEAT_INTERVAL": "1",
             "SWITCHYARD_JOB_TIMEOUT_GRACE": "5",
             "SWITCHYARD_NETWORK_ALLOW": "127.0.0.0/8",
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": str(mailbox[1]),
         },
     )
     try:
