@@ -2,13 +2,15 @@
 writing JSON (default `var/bench-results.json`). Bounded: every wait has a deadline.
 
 Scenarios: W1 chain (40 sequential `true` steps; per-step overhead = end of one job to start of
-the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), and the Celery floor
-(a plain Celery chain of the same 40 steps on the same Redis).
+the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), W3 burst (N three-step
+executions submitted at once: throughput, end-to-end percentiles, errors, peak RSS per process),
+and the Celery floor (a plain Celery chain of the same 40 steps on the same Redis).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -16,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -145,6 +148,84 @@ def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dic
     }
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its children, in MiB."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
+    """W3: `count` three-step executions submitted at once through the API."""
+    definition = {
+        "slug": "bench-burst",
+        "nodes": [
+            {"id": "a", "action": "shell", "with": {"command": "true"}, "on": {"success": "b"}},
+            {"id": "b", "action": "shell", "with": {"command": "true"}, "on": {"success": "c"}},
+            {"id": "c", "action": "shell", "with": {"command": "true"}},
+        ],
+    }
+    errors = 0
+    ids: list[str] = []
+    with stack.client() as client:
+        client.post("/api/v1/workflows/", json={"definition": definition})
+    began = time.perf_counter()
+
+    def submit(_: int) -> str | None:
+        with stack.client() as client:
+            response = client.post("/api/v1/workflows/bench-burst/execute/", json={})
+            return response.json()["id"] if response.status_code == 201 else None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for execution_id in pool.map(submit, range(count)):
+            if execution_id:
+                ids.append(execution_id)
+            else:
+                errors += 1
+    submitted = time.perf_counter() - began
+    with stack.client() as client:
+
+        def unfinished() -> int:
+            body = client.get(
+                "/api/v1/executions/?workflow=bench-burst&status=pending,running&page_size=1"
+            ).json()
+            return len(body["results"])
+
+        wait_for(lambda: unfinished() == 0, timeout=900, what="the burst to finish", interval=0.5)
+        elapsed = time.perf_counter() - began
+        rows = []
+        url = "/api/v1/executions/?workflow=bench-burst&page_size=500"
+        while url:
+            page = client.get(url).json()
+            rows += page["results"]
+            url = page["next"]
+    durations = [
+        (parse_time(r["finished_at"]) - parse_time(r["created_at"])).total_seconds()
+        for r in rows
+        if r["finished_at"]
+    ]
+    failed = sum(1 for r in rows if r["status"] != "completed")
+    return {
+        "scenario": "W3_burst",
+        "executions": len(rows),
+        "submit_s": round(submitted, 2),
+        "executions_per_s": round(len(rows) / elapsed, 1),
+        "jobs_per_s": round(3 * len(rows) / elapsed, 1),
+        "e2e_s_p50": round(percentile(durations, 50), 2),
+        "e2e_s_p95": round(percentile(durations, 95), 2),
+        "e2e_s_p99": round(percentile(durations, 99), 2),
+        "errors": errors + failed,
+        **{f"rss_mb_{p.name}": peak_rss_mb(p.popen.pid) for p in stack.processes},
+    }
+
+
 def scenario_floor(stack: LocalStack, steps: int, runs: int) -> dict:
     stack.spawn(
         "floor-worker",
@@ -203,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=ROOT / "var" / "bench-results.json")
     parser.add_argument("--web-workers", type=int, default=1)
+    parser.add_argument("--burst", type=int, default=1000, help="W3 executions submitted at once")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
@@ -220,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in (
             lambda: scenario_chain(stack, 40, args.runs, warmup=2),
             lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
+            lambda: scenario_burst(stack, args.burst),
             lambda: scenario_floor(stack, 40, args.runs),
         ):
             result = scenario()
