@@ -27,6 +27,7 @@ from executions.jobs import fail_job
 from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job, JobStatus
 from executions.recorder import EventRecorder
 from executions.routing import QueueRouter, online_cutoff
+from orchestrator.ops import record_sweep
 from orchestrator.services import spec_for_version
 
 logger = logging.getLogger("switchyard.sweeper")
@@ -177,4 +178,5 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     }
     if any(figures.values()):
         logger.info("sweep: %s", figures)
+    record_sweep(now)
     return figures

@@ -166,11 +166,19 @@ SWITCHYARD_SECRETS_KEYS = env_list("SWITCHYARD_SECRETS_KEYS")
 # Private/loopback networks `http` and `notify` actions may reach (CIDRs or host names).
 SWITCHYARD_NETWORK_ALLOW = env_list("SWITCHYARD_NETWORK_ALLOW")
 
+CELERY_IMPORTS = ["orchestrator.retention"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
 CELERY_BEAT_SCHEDULE = {
     "sweep-jobs": {
         "task": "executions.tasks.sweep_jobs",
         "schedule": SWITCHYARD_SWEEP_INTERVAL,
         "options": {"expires": SWITCHYARD_SWEEP_INTERVAL * 2},
+    },
+    "purge-executions": {
+        "task": "orchestrator.retention.purge",
+        "schedule": 3600.0,
+        "options": {"expires": 600.0},
     },
 }
 
@@ -266,11 +274,26 @@ SWITCHYARD_APPROVAL_CHAT_WEBHOOK = os.environ.get("SWITCHYARD_APPROVAL_CHAT_WEBH
 # Lifetime of decision links when the request has no timeout.
 SWITCHYARD_APPROVAL_LINK_TTL = float(os.environ.get("SWITCHYARD_APPROVAL_LINK_TTL", str(7 * 86400)))
 
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, execution_id, job_id,
+# ...); text (default): `time LEVEL logger: message [execution_id=... job_id=...]`.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise RuntimeError(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"()": "orchestrator.logging.TextFormatter"},
+        "json": {"()": "orchestrator.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Operations. `/metrics` requires `Authorization: Bearer <token>` when set (open when empty).
+SWITCHYARD_METRICS_TOKEN = os.environ.get("SWITCHYARD_METRICS_TOKEN", "")
+# Retention of finished executions (0 = no limit of that kind; both 0: keep everything): purge
+# those finished more than DAYS ago that are not among the COUNT newest of their workflow.
+SWITCHYARD_RETENTION_DAYS = int(os.environ.get("SWITCHYARD_RETENTION_DAYS", "0"))
+SWITCHYARD_RETENTION_COUNT = int(os.environ.get("SWITCHYARD_RETENTION_COUNT", "0"))

@@ -16,6 +16,7 @@ from executions import api as execution_api
 from orchestrator import api as workflow_api
 from orchestrator import secrets_api
 from orchestrator.health import healthz, readyz
+from orchestrator.metrics import metrics
 
 api_v1 = [
     path("workflows/", workflow_api.WorkflowListView.as_view()),
@@ -67,6 +68,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("approvals/link/<str:token>/", DecisionLinkView.as_view(), name="approval-link"),
     path("readyz", readyz),
+    path("metrics", metrics),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema")),
