@@ -16,8 +16,23 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Front-end libraries of the web UI come from npm (package-lock.json), served from node_modules.
+NPM_STAMP := node_modules/.installed
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NPM_STAMP)
+
+# The UI tests drive Debian's Chromium through Playwright (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "warning: $(CHROMIUM) is missing; the UI tests need it: sudo apt-get install chromium"; \
+	fi
+
 ## Create the virtualenv and install everything (idempotent).
-bootstrap: $(STAMP)
+bootstrap: $(STAMP) $(NPM_STAMP) $(CHROMIUM)
 
 ## Run web + control worker + beat + a local agent on SQLite and the bundled Redis.
 run: bootstrap

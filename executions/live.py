@@ -16,21 +16,26 @@ Publishing never fails a request: the database is the truth and clients can alwa
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 logger = logging.getLogger("switchyard.live")
 
 
 def send(group: str, message: dict[str, Any]) -> None:
+    """Send to a group. The message goes through JSON first: the channel layer's msgpack cannot
+    encode UUIDs or datetimes, and browsers receive JSON anyway."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
+        message = json.loads(json.dumps(message, cls=DjangoJSONEncoder))
         async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.warning("live update to %s failed; clients will catch up", group, exc_info=True)

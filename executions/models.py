@@ -228,3 +228,6 @@ class ExecutionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"
+
+
+from executions.ui_models import *  # noqa: E402,F403

@@ -1,3 +1,9 @@
-"""WebSocket routes. Live execution streams arrive with the live-updates work."""
+"""WebSocket routes: the UI's live socket (see `executions.consumers`)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from executions.consumers import LiveConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/live/", LiveConsumer.as_asgi()),
+]

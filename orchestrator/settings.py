@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orchestrator.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator.urls"
@@ -243,6 +244,16 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/executions/"
+
+STATIC_URL = "static/"
+# Front-end libraries come from npm (`npm ci` in `make bootstrap`), served from node_modules.
+# Only the distributables the UI loads are exposed, under /static/vendor/<name>/.
+STATICFILES_DIRS = [
+    ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
+]
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))

@@ -64,7 +64,7 @@ agent_v1 = [
 ]
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/docs/", permanent=False)),
+    path("", RedirectView.as_view(url="/executions/", permanent=False)),
     path("healthz", healthz),
     path("approvals/link/<str:token>/", DecisionLinkView.as_view(), name="approval-link"),
     path("readyz", readyz),
@@ -75,4 +75,5 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema")),
     path("api/v1/", include(api_v1)),
     path("api/agent/v1/", include(agent_v1)),
+    path("", include("orchestrator.ui_urls")),
 ]

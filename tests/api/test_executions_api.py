@@ -257,3 +257,23 @@ def test_rerun_replay_delete_labels_export_and_bulk(api, workflows):
         ).status_code
         == 400
     )
+
+
+def test_live_messages_reach_the_channel_layer(workflows, settings):
+    """Events carry UUIDs (job, rerun_of); they must survive the channel layer's encoding."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from executions.live import publish_events
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    fanout, _ = workflows
+    execution = start_execution(fanout)
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(f"execution.{execution.pk}", channel)
+    publish_events(execution.pk, list(execution.events.all()))
+    message = async_to_sync(layer.receive)(channel)
+    assert message["type"] == "execution.events"
+    assert any(event["job"] for event in message["events"])
+    assert isinstance(message["events"][0]["timestamp"], str)
