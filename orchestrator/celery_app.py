@@ -14,6 +14,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 
 app = Celery("switchyard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["executions", "approvals"])
+app.autodiscover_tasks(["executions", "orchestrator", "approvals"])
 
 RUN_JOB_TASK = "switchyard.run_job"

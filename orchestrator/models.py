@@ -121,3 +121,6 @@ class SecretUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} -> {self.job_id}"
+
+
+from orchestrator.trigger_models import *  # noqa: E402,F403

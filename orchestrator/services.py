@@ -105,6 +105,9 @@ def create_workflow(definition: str | Mapping[str, Any], user=None) -> Workflow:
     version = save_version(workflow, spec, source_text(definition), user)
     workflow.published_version = version
     workflow.save(update_fields=["published_version", "updated_at"])
+    from orchestrator.triggers import sync_triggers  # late: it imports executions
+
+    sync_triggers(workflow)
     return workflow
 
 
@@ -143,4 +146,7 @@ def publish_version(workflow: Workflow, number: int | None = None) -> WorkflowVe
         raise LookupError(number)
     Workflow.objects.filter(pk=workflow.pk).update(published_version=version)
     workflow.published_version = version
+    from orchestrator.triggers import sync_triggers  # late: it imports executions
+
+    sync_triggers(workflow)
     return version

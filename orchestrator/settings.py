@@ -166,6 +166,12 @@ SWITCHYARD_REPORT_TAIL_BYTES = int(os.environ.get("SWITCHYARD_REPORT_TAIL_BYTES"
 SWITCHYARD_SECRETS_KEYS = env_list("SWITCHYARD_SECRETS_KEYS")
 # Private/loopback networks `http` and `notify` actions may reach (CIDRs or host names).
 SWITCHYARD_NETWORK_ALLOW = env_list("SWITCHYARD_NETWORK_ALLOW")
+# Webhooks (`POST /hooks/{key}`): bodies above this size get 413; a sent X-Switchyard-Timestamp
+# must be within this many seconds of the server's clock (replay protection).
+SWITCHYARD_WEBHOOK_MAX_BODY_BYTES = int(
+    os.environ.get("SWITCHYARD_WEBHOOK_MAX_BODY_BYTES", str(1 << 20))
+)
+SWITCHYARD_WEBHOOK_REPLAY_WINDOW = float(os.environ.get("SWITCHYARD_WEBHOOK_REPLAY_WINDOW", "300"))
 
 CELERY_IMPORTS = ["orchestrator.retention"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -180,6 +186,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestrator.retention.purge",
         "schedule": 3600.0,
         "options": {"expires": 600.0},
+    },
+    "fire-cron-triggers": {
+        "task": "orchestrator.tasks.fire_cron_triggers",
+        "schedule": 5.0,
+        "options": {"expires": 10.0},
     },
 }
 
@@ -254,8 +265,6 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [
     ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
 ]
-
-STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 # WhiteNoise serves static files from the ASGI app itself; finders avoid a collectstatic step,
 # so STATIC_ROOT only exists once `collectstatic` ran (production images do).

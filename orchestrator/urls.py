@@ -14,8 +14,9 @@ from approvals import api as approval_api
 from approvals.links import DecisionLinkView
 from executions import api as execution_api
 from orchestrator import api as workflow_api
-from orchestrator import secrets_api
+from orchestrator import secrets_api, triggers_api
 from orchestrator.health import healthz, readyz
+from orchestrator.hooks import webhook
 from orchestrator.metrics import metrics
 
 api_v1 = [
@@ -25,6 +26,25 @@ api_v1 = [
     path("workflows/<slug:slug>/versions/", workflow_api.VersionListView.as_view()),
     path("workflows/<slug:slug>/publish/", workflow_api.PublishView.as_view()),
     path("workflows/<slug:slug>/execute/", workflow_api.ExecuteView.as_view()),
+    path("workflows/<slug:slug>/triggers/", triggers_api.TriggerListView.as_view()),
+    path(
+        "workflows/<slug:slug>/triggers/<int:trigger_id>/regenerate-key/",
+        triggers_api.RegenerateKeyView.as_view(),
+    ),
+    path(
+        "workflows/<slug:slug>/triggers/<int:trigger_id>/deliveries/",
+        triggers_api.DeliveryListView.as_view(),
+    ),
+    path(
+        "workflows/<slug:slug>/triggers/<int:trigger_id>/deliveries/<str:delivery_id>/",
+        triggers_api.DeliveryDetailView.as_view(),
+    ),
+    path(
+        "workflows/<slug:slug>/triggers/<int:trigger_id>/deliveries/<str:delivery_id>/redeliver/",
+        triggers_api.RedeliverView.as_view(),
+    ),
+    path("events/", triggers_api.EventListView.as_view()),
+    path("events/<str:event_id>/", triggers_api.EventDetailView.as_view()),
     path("executions/", execution_api.ExecutionListView.as_view()),
     path("executions/export/", execution_api.ExportView.as_view()),
     path("executions/bulk/", execution_api.BulkView.as_view()),
@@ -75,5 +95,6 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema")),
     path("api/v1/", include(api_v1)),
     path("api/agent/v1/", include(agent_v1)),
+    path("hooks/<str:key>", webhook, name="webhook"),
     path("", include("orchestrator.ui_urls")),
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "EDGES_BY_TYPE",
     "EDGE_KINDS",
     "INPUT_TYPES",
+    "MISFIRE_POLICIES",
     "NODE_TYPES",
     "TRIGGER_TYPES",
     "ActionSchema",
@@ -43,6 +44,7 @@ __all__ = [
     "coerce_inputs",
     "load_definition",
     "register_action",
+    "trigger_secret_name",
 ]
 
 NODE_TYPES = ("action", "join", "approval", "condition", "wait", "workflow")
@@ -57,6 +59,24 @@ EDGES_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 INPUT_TYPES = ("string", "integer", "number", "boolean", "object", "array")
 TRIGGER_TYPES = ("manual", "webhook", "cron", "event")
+MISFIRE_POLICIES = ("skip", "run_once")
+_TRIGGER_COMMON_KEYS = ("type", "name", "description", "inputs")
+_TRIGGER_KEYS: dict[str, tuple[str, ...]] = {
+    "manual": _TRIGGER_COMMON_KEYS,
+    "webhook": (*_TRIGGER_COMMON_KEYS, "secret", "secret_previous", "if"),
+    "cron": (*_TRIGGER_COMMON_KEYS, "cron", "timezone", "misfire"),
+    "event": (*_TRIGGER_COMMON_KEYS, "event", "source", "if"),
+}
+_TRIGGER_SECRET = re.compile(r"\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
+
+
+def trigger_secret_name(value: Any) -> str | None:
+    """The secret name in a webhook trigger's `secret: "{{ secrets.name }}"`, else None."""
+    if not isinstance(value, str):
+        return None
+    match = _TRIGGER_SECRET.fullmatch(value.strip())
+    return match.group(1) if match else None
+
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -548,6 +568,22 @@ def _cron_error(expression: str) -> str | None:
                 bounds.append(number)
             if len(bounds) == 2 and bounds[0] > bounds[1]:
                 return f"invalid {name} field '{value}': range start is after its end"
+    return None
+
+
+def _cron_never_fires(expression: str) -> str | None:
+    """A syntactically valid expression that matches no date (e.g. `0 0 31 2 *`), when croniter
+    (a control-plane dependency) is installed to check it."""
+    try:
+        from croniter import CroniterBadDateError, croniter
+    except ImportError:  # pragma: no cover - the engine itself does not need croniter
+        return None
+    try:
+        croniter(expression.strip()).get_next()
+    except CroniterBadDateError:
+        return "never fires: no date matches this day-of-month and month"
+    except Exception:  # croniter rejects something the syntax check accepted
+        return "not a schedule croniter accepts"
     return None
 
 
@@ -1289,24 +1325,63 @@ class _Validator:
             if kind not in TRIGGER_TYPES:
                 message = "required" if kind is None else f"unknown trigger type {kind!r}"
                 self.add(f"{path}.type", f"{message} (one of: {', '.join(TRIGGER_TYPES)})")
+            else:
+                self.unknown_keys(trigger, _TRIGGER_KEYS[kind], path)
             if kind == "cron":
-                cron = trigger.get("cron")
-                if not isinstance(cron, str):
-                    self.add(f"{path}.cron", "required: a cron expression such as '0 3 * * *'")
-                elif (error := _cron_error(cron)) is not None:
-                    self.add(f"{path}.cron", error)
-            timezone = trigger.get("timezone")
-            if timezone is not None:
-                known = _known_timezones()
-                if not isinstance(timezone, str):
-                    self.add(f"{path}.timezone", "expected a timezone name such as 'UTC'")
-                elif known and timezone not in known and timezone != "UTC":
-                    self.add(f"{path}.timezone", f"unknown timezone '{timezone}'")
+                self.cron_trigger(trigger, path)
+            elif kind == "event":
+                event = trigger.get("event")
+                if not isinstance(event, str) or not event.strip():
+                    self.add(
+                        f"{path}.event",
+                        "required: the event type to match, e.g. 'incident.created' "
+                        "(glob patterns such as 'incident.*' allowed)",
+                    )
+                self.string(trigger, "source", path)
+            elif kind == "webhook":
+                for key in ("secret", "secret_previous"):
+                    secret = trigger.get(key)
+                    if secret is not None and trigger_secret_name(secret) is None:
+                        self.add(
+                            f"{path}.{key}",
+                            "must reference a stored secret, e.g. '{{ secrets.hook_secret }}'; "
+                            "never put a secret value in a definition",
+                        )
+                if trigger.get("secret_previous") is not None and trigger.get("secret") is None:
+                    self.add(f"{path}.secret_previous", "only allowed together with 'secret'")
+            inputs = trigger.get("inputs")
+            if inputs is not None and not isinstance(inputs, dict):
+                self.add(
+                    f"{path}.inputs",
+                    f"expected a mapping of input names to values, got {_type_name(inputs)}",
+                )
+            for key in ("name", "description"):
+                self.string(trigger, key, path)
             self.expression(trigger, "if", path)
             self.add_all(
                 check_syntax({k: v for k, v in trigger.items() if k not in _EXPRESSION_KEYS}, path)
             )
         return tuple(value)
+
+    def cron_trigger(self, trigger: dict, path: str) -> None:
+        cron = trigger.get("cron")
+        if not isinstance(cron, str):
+            self.add(f"{path}.cron", "required: a cron expression such as '0 3 * * *'")
+        elif (error := _cron_error(cron) or _cron_never_fires(cron)) is not None:
+            self.add(f"{path}.cron", error)
+        timezone = trigger.get("timezone")
+        if timezone is not None:
+            known = _known_timezones()
+            if not isinstance(timezone, str):
+                self.add(f"{path}.timezone", "expected a timezone name such as 'UTC'")
+            elif known and timezone not in known and timezone != "UTC":
+                self.add(f"{path}.timezone", f"unknown timezone '{timezone}'")
+        misfire = trigger.get("misfire")
+        if misfire is not None and misfire not in MISFIRE_POLICIES:
+            self.add(
+                f"{path}.misfire",
+                f"must be one of: {', '.join(MISFIRE_POLICIES)} (got {misfire!r})",
+            )
 
 
 def _cycles(edges: Mapping[str, Mapping[str, tuple[str, ...]]]) -> list[tuple[str, ...]]:

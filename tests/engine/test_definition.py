@@ -660,10 +660,19 @@ class TestTriggers:
     def test_valid(self):
         triggers = [
             {"type": "manual"},
-            {"type": "webhook", "secret": "x"},
+            {"type": "webhook", "secret": "{{ secrets.hook }}"},
+            {
+                "type": "webhook",
+                "secret": "{{secrets.hook_v2}}",
+                "secret_previous": "{{ secrets.hook }}",
+                "if": "{{ trigger.data.status == 'firing' }}",
+                "inputs": {"service": "{{ trigger.data.service }}"},
+            },
             {"type": "cron", "cron": "*/5 1-3,7 * jan-mar mon-fri"},
-            {"type": "cron", "cron": "@daily", "timezone": "UTC"},
+            {"type": "cron", "cron": "@daily", "timezone": "UTC", "misfire": "run_once"},
+            {"type": "cron", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "misfire": "skip"},
             {"type": "event", "event": "incident.created", "if": "event.data.x == 1"},
+            {"type": "event", "event": "incident.*", "source": "pagerduty", "name": "pages"},
         ]
         assert load_definition(definition(triggers=triggers)).triggers == tuple(triggers)
 
@@ -683,6 +692,34 @@ class TestTriggers:
             ({"type": "cron", "cron": "@often"}, "triggers[0].cron", "expected 5 fields"),
             ({"type": "event", "if": "x =="}, "triggers[0].if", "syntax"),
             ({"type": "event", "inputs": {"a": "{{ x"}}, "triggers[0].inputs.a", "syntax"),
+            ({"type": "cron", "cron": "0 0 31 2 *"}, "triggers[0].cron", "never fires"),
+            ({"type": "event"}, "triggers[0].event", "required"),
+            ({"type": "event", "event": ""}, "triggers[0].event", "required"),
+            ({"type": "event", "event": "a", "inputs": [1]}, "triggers[0].inputs", "mapping"),
+            (
+                {"type": "cron", "cron": "* * * * *", "timezone": "Mars/Olympus"},
+                "triggers[0].timezone",
+                "unknown timezone",
+            ),
+            (
+                {"type": "cron", "cron": "* * * * *", "misfire": "catch_up"},
+                "triggers[0].misfire",
+                "skip, run_once",
+            ),
+            ({"type": "cron", "cron": "* * * * *", "secret": "x"}, "triggers[0].secret", "unknown"),
+            ({"type": "webhook", "secret": "hunter2"}, "triggers[0].secret", "stored secret"),
+            (
+                {"type": "webhook", "secret": "{{ secrets.a }}x"},
+                "triggers[0].secret",
+                "never put a secret value",
+            ),
+            (
+                {"type": "webhook", "secret_previous": "{{ secrets.a }}"},
+                "triggers[0].secret_previous",
+                "together with 'secret'",
+            ),
+            ({"type": "webhook", "cron": "* * * * *"}, "triggers[0].cron", "unknown key"),
+            ({"type": "manual", "if": "true"}, "triggers[0].if", "unknown key"),
             ("cron", "triggers[0]", "expected a mapping"),
         ],
     )
