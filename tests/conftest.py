@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from orchestrator.authentication import create_api_token
+from tests.stack_fixtures import mailbox, pytest_runtest_makereport, stack  # noqa: F401
 
 
 @pytest.fixture

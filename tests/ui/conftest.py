@@ -1,5 +1,5 @@
 """Browser tests of the web UI: Debian's Chromium driven by Playwright against the real stack
-(uvicorn + control worker + agent, from `tests.e2e.conftest`). Screenshots go to
+(uvicorn + control worker + agent, from `tests/stack_fixtures.py`). Screenshots go to
 `var/screenshots/`."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 # The real stack (and what it depends on) and the hook that attaches its logs to failures.
-from tests.e2e.conftest import mailbox, pytest_runtest_makereport, stack  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -48,7 +47,7 @@ def page_errors() -> list[str]:
 
 
 @pytest.fixture
-def login(browser, stack, page_errors):  # noqa: F811
+def login(browser, stack, page_errors):
     """`login(username)` -> a signed-in page (1280x900, light scheme) that records script errors
     and CSP violations in `page_errors`."""
     contexts = []

@@ -1,7 +1,8 @@
-"""The real stack for end-to-end tests (see `orchestrator.localstack`): uvicorn (ASGI), the control
-Celery worker with beat, and agents enrolled through the real CLI, on a dedicated PostgreSQL
-database and Redis database. Process logs are attached to failing tests' reports.
-"""
+"""The real stack for the end-to-end and browser suites (see `orchestrator.localstack`): uvicorn
+(ASGI), the control Celery worker with beat, and agents enrolled through the real CLI, on a
+dedicated PostgreSQL database and Redis database; process logs are attached to failing tests'
+reports. Imported once by tests/conftest.py so both suites share ONE session stack: two stacks on
+one Redis database would consume each other's queues."""
 
 from __future__ import annotations
 
