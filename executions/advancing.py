@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.dispatch import publish_after_commit
+from executions.live import publish_deleted_after_commit
 from executions.models import (
     JOB_TERMINAL,
     JOB_UNCLAIMED,
@@ -896,7 +897,10 @@ def replay_execution(original: Execution, from_node: str, *, user=None) -> Execu
 def delete_execution(execution: Execution) -> None:
     if not execution.is_terminal:
         raise ExecutionConflict(f"execution is {execution.status}; cancel it before deleting")
-    execution.delete()
+    execution_id = execution.pk
+    with transaction.atomic():
+        execution.delete()
+        publish_deleted_after_commit(execution_id)
 
 
 def enqueue_notification(request_id: int, reason: str, escalation: bool = False) -> None:

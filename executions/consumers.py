@@ -152,6 +152,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(message)
 
     execution_changed = forward
+    execution_deleted = forward
     execution_events = forward
     job_output = forward
     approvals_changed = forward

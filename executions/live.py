@@ -6,11 +6,13 @@ sequence number: a client that reconnects asks the log API for events after the 
 Groups and messages (the `type` selects the consumer handler, dots becoming underscores):
 - `executions`: `{"type": "execution.changed", "seq": <max event id>, "execution": <list row>}`
   (the row has the fields of `ExecutionSerializer`: id, workflow, status, trigger, timings, ...)
+  and `{"type": "execution.deleted", "execution_id": ...}`
 - `execution.<id>`: `{"type": "execution.events", "seq": <max event id>, "execution_id": ...,
   "status": ..., "events": [<EventSerializer rows>]}` and, for live output,
   `{"type": "job.output", "execution_id": ..., "job_id": ..., "chunks": [{seq, stream, data}]}`
 - `approvals`: `{"type": "approvals.changed", "execution_id": ...}`
-- `agents`: `{"type": "agents.changed", "agent": <name>}`
+- `agents`: `{"type": "agents.changed", "agent": <name>}` (heartbeats after silence, running jobs
+  changing, and the sweeper noticing an agent went offline)
 Publishing never fails a request: the database is the truth and clients can always catch up.
 """
 
@@ -100,3 +102,9 @@ def publish_output_after_commit(execution_id, job_id, chunks: list[dict[str, Any
 
 def publish_agent_change(name: str) -> None:
     send("agents", {"type": "agents.changed", "agent": name})
+
+
+def publish_deleted_after_commit(execution_id) -> None:
+    transaction.on_commit(
+        lambda: send("executions", {"type": "execution.deleted", "execution_id": str(execution_id)})
+    )

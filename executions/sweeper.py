@@ -24,6 +24,7 @@ from executions.advancing import (
 )
 from executions.dispatch import publish_jobs
 from executions.jobs import fail_job
+from executions.live import publish_agent_change
 from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job, JobStatus
 from executions.recorder import EventRecorder
 from executions.routing import QueueRouter, online_cutoff
@@ -135,6 +136,21 @@ def escalate_approvals(now: datetime) -> int:
     return sum(escalate_request(pk, now) for pk in list(due.values_list("pk", flat=True)[:BATCH]))
 
 
+def announce_agents_gone_offline(now: datetime) -> int:
+    """Push `agents.changed` for agents that crossed the offline threshold since the last few
+    sweeps (a silent agent sends nothing itself, so the agents page learns it from here)."""
+    cutoff = online_cutoff()
+    window = timedelta(seconds=max(2 * settings.SWITCHYARD_SWEEP_INTERVAL, 1))
+    names = list(
+        Agent.objects.filter(
+            last_heartbeat__lt=cutoff, last_heartbeat__gte=cutoff - window
+        ).values_list("name", flat=True)
+    )
+    for name in names:
+        publish_agent_change(name)
+    return len(names)
+
+
 def fail_jobs_of_lost_agents(now: datetime) -> int:
     """Agents silent for three heartbeat intervals are offline; their running jobs fail with
     "agent lost" and follow their retry policy (the agent kills them itself on its side)."""
@@ -170,6 +186,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         "published": len(publish_jobs(due_jobs(now) + route_waiting_jobs())),
         "jobs_timed_out": expire_jobs(now),
         "agent_lost": fail_jobs_of_lost_agents(now),
+        "agents_offline": announce_agents_gone_offline(now),
         "executions_timed_out": expire_executions(now),
         "timers_fired": fire_timers(now),
         "approvals_expired": expire_approvals(now),

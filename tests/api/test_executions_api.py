@@ -277,3 +277,53 @@ def test_live_messages_reach_the_channel_layer(workflows, settings):
     assert message["type"] == "execution.events"
     assert any(event["job"] for event in message["events"])
     assert isinstance(message["events"][0]["timestamp"], str)
+
+
+def test_deletes_and_agents_going_offline_are_pushed_live(
+    api, workflows, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.utils import timezone
+
+    from agents.models import Agent
+    from executions.advancing import cancel_execution
+    from executions.sweeper import sweep
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("executions", channel)
+    async_to_sync(layer.group_add)("agents", channel)
+    fanout, _ = workflows
+    execution = start_execution(fanout)
+    cancel_execution(execution.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/api/v1/executions/{execution.pk}/").status_code == 204
+
+    def next_of_type(kind: str) -> dict:
+        """The next message of `kind` on the channel, failing after 5 s instead of hanging."""
+        import asyncio
+
+        async def find() -> dict:
+            while True:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+                if message["type"] == kind:
+                    return message
+
+        return async_to_sync(find)()
+
+    assert next_of_type("execution.deleted") == {
+        "type": "execution.deleted",
+        "execution_id": str(execution.pk),
+    }
+
+    agent, _ = register_agent(enrollment_token=None, name="fading", pools=["x"], labels={})
+    silent_since = timezone.now() - timedelta(
+        seconds=3 * settings.SWITCHYARD_HEARTBEAT_INTERVAL + 0.5
+    )
+    Agent.objects.filter(pk=agent.pk).update(last_heartbeat=silent_since)
+    assert sweep()["agents_offline"] == 1
+    assert next_of_type("agents.changed") == {"type": "agents.changed", "agent": "fading"}
