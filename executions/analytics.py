@@ -1,0 +1,297 @@
+"""Analytics queries: a summary of a time window and flaky-node detection.
+
+Everything is computed in PostgreSQL with a handful of GROUP BY queries over executions created
+in `[since, until)` (the `execution_recent` / `execution_by_workflow` indexes), never with
+per-row Python loops over executions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job, JobStatus
+
+DEFAULT_WINDOW = timedelta(days=30)
+TOP_WORKFLOWS = 10
+FLAKY_EVIDENCE = 5
+
+FINISHED = sorted(status.value for status in EXECUTION_TERMINAL)
+# "failed" in per-day buckets: the run ended badly on its own (not cancelled by someone).
+FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.TIMED_OUT.value]
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL `percentile_cont(fraction) WITHIN GROUP (ORDER BY expr)`."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra) -> None:
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+def duration_ms_expression() -> Func:
+    """`finished_at - started_at` in milliseconds (NULL while either is unset)."""
+    interval = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    return Func(
+        interval, template="(EXTRACT(EPOCH FROM %(expressions)s) * 1000)", output_field=FloatField()
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    since: datetime
+    until: datetime
+    workflows: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        workflows: tuple[str, ...] | list[str] = (),
+    ) -> Window:
+        until = until or timezone.now()
+        since = since or until - DEFAULT_WINDOW
+        return cls(since=since, until=until, workflows=tuple(workflows))
+
+    def executions(self) -> QuerySet[Execution]:
+        queryset = Execution.objects.filter(created_at__gte=self.since, created_at__lt=self.until)
+        if self.workflows:
+            queryset = queryset.filter(workflow__slug__in=self.workflows)
+        return queryset.order_by()
+
+    def jobs(self) -> QuerySet[Job]:
+        queryset = Job.objects.filter(
+            execution__created_at__gte=self.since, execution__created_at__lt=self.until
+        )
+        if self.workflows:
+            queryset = queryset.filter(execution__workflow__slug__in=self.workflows)
+        return queryset.order_by()
+
+
+def ratio(part: int | None, whole: int | None) -> float | None:
+    if not whole:
+        return None
+    return round((part or 0) / whole, 4)
+
+
+def whole_ms(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def status_counts() -> dict[str, Any]:
+    return {
+        "runs": Count("id"),
+        "completed": Count("id", filter=Q(status=ExecutionStatus.COMPLETED)),
+        "failed": Count("id", filter=Q(status__in=FAILED)),
+        "finished": Count("id", filter=Q(status__in=FINISHED)),
+    }
+
+
+def summary(window: Window) -> dict[str, Any]:
+    executions = window.executions()
+    duration = duration_ms_expression()
+    finished_ok = Q(started_at__isnull=False, finished_at__isnull=False)
+
+    totals = executions.aggregate(
+        **status_counts(),
+        active_workflows=Count("workflow", distinct=True),
+        avg=Avg(duration, filter=finished_ok),
+        p50=PercentileCont(duration, 0.5),
+        p95=PercentileCont(duration, 0.95),
+    )
+
+    day = TruncDate("created_at", tzinfo=UTC)
+    per_day = [
+        {
+            "day": row["day"],
+            "completed": row["completed"],
+            "failed": row["failed"],
+            "other": row["runs"] - row["completed"] - row["failed"],
+        }
+        for row in executions.annotate(day=day)
+        .values("day")
+        .annotate(**status_counts())
+        .order_by("day")
+    ]
+
+    top_rows = list(
+        executions.values("workflow__slug")
+        .annotate(**status_counts())
+        .order_by("-runs", "workflow__slug")[:TOP_WORKFLOWS]
+    )
+    top_workflows = [
+        {
+            "workflow": row["workflow__slug"],
+            "runs": row["runs"],
+            "completed": row["completed"],
+            "failed": row["failed"],
+            "success_rate": ratio(row["completed"], row["finished"]),
+        }
+        for row in top_rows
+    ]
+
+    trend_slugs = [row["workflow__slug"] for row in top_rows]
+    duration_trend = [
+        {
+            "workflow": row["workflow__slug"],
+            "day": row["day"],
+            "runs": row["runs"],
+            "p50_ms": whole_ms(row["p50"]),
+            "p95_ms": whole_ms(row["p95"]),
+        }
+        for row in executions.filter(workflow__slug__in=trend_slugs)
+        .filter(finished_ok)
+        .annotate(day=day)
+        .values("workflow__slug", "day")
+        .annotate(
+            runs=Count("id"),
+            p50=PercentileCont(duration, 0.5),
+            p95=PercentileCont(duration, 0.95),
+        )
+        .order_by("workflow__slug", "day")
+    ]
+
+    jobs = window.jobs()
+    usage = {
+        "jobs": Count("id"),
+        "failed": Count("id", filter=Q(status__in=[JobStatus.FAILED, JobStatus.TIMEOUT])),
+        "busy_ms": Sum("duration_ms"),
+    }
+    agent_utilisation = [
+        {
+            "agent": row["agent__name"],
+            "jobs": row["jobs"],
+            "failed": row["failed"],
+            "busy_ms": row["busy_ms"] or 0,
+        }
+        for row in jobs.filter(agent__isnull=False)
+        .values("agent__name")
+        .annotate(**usage)
+        .order_by("-busy_ms", "agent__name")
+    ]
+    pool_utilisation = [
+        {
+            "pool": row["pool"],
+            "jobs": row["jobs"],
+            "failed": row["failed"],
+            "busy_ms": row["busy_ms"] or 0,
+        }
+        for row in jobs.exclude(pool="")
+        .filter(agent__isnull=False)
+        .values("pool")
+        .annotate(**usage)
+        .order_by("-busy_ms", "pool")
+    ]
+
+    return {
+        "since": window.since,
+        "until": window.until,
+        "workflows": list(window.workflows),
+        "total_executions": totals["runs"],
+        "completed": totals["completed"],
+        "failed": totals["failed"],
+        "finished": totals["finished"],
+        "success_rate": ratio(totals["completed"], totals["finished"]),
+        "duration_ms": {
+            "avg": whole_ms(totals["avg"]),
+            "p50": whole_ms(totals["p50"]),
+            "p95": whole_ms(totals["p95"]),
+        },
+        "active_workflows": totals["active_workflows"],
+        "per_day": per_day,
+        "top_workflows": top_workflows,
+        "agent_utilisation": agent_utilisation,
+        "pool_utilisation": pool_utilisation,
+        "duration_trend": duration_trend,
+    }
+
+
+FLAKY_SQL = """
+WITH per_run AS (
+    SELECT w.slug AS workflow, j.node_id, j.execution_id, e.created_at,
+           MIN(j.attempt) FILTER (WHERE j.status IN ('failed', 'timeout')) AS first_fail,
+           MAX(j.attempt) FILTER (WHERE j.status = 'completed') AS last_ok
+    FROM {job} j
+    JOIN {execution} e ON e.id = j.execution_id
+    JOIN {workflow} w ON w.id = e.workflow_id
+    WHERE e.created_at >= %(since)s AND e.created_at < %(until)s {workflow_filter}
+    GROUP BY w.slug, j.node_id, j.execution_id, e.created_at
+)
+SELECT workflow, node_id,
+       COUNT(*) AS runs,
+       COUNT(*) FILTER (WHERE last_ok > first_fail) AS flaky_runs,
+       COUNT(*) FILTER (
+           WHERE first_fail IS NOT NULL AND (last_ok IS NULL OR last_ok < first_fail)
+       ) AS failed_runs,
+       (ARRAY_AGG(execution_id ORDER BY created_at DESC, execution_id)
+           FILTER (WHERE last_ok > first_fail))[1:%(evidence)s] AS evidence
+FROM per_run
+GROUP BY workflow, node_id
+HAVING COUNT(*) FILTER (WHERE last_ok > first_fail) > 0
+ORDER BY flaky_runs DESC, workflow, node_id
+"""
+
+
+def flaky_nodes(window: Window) -> dict[str, Any]:
+    """Nodes that failed and then passed on a retry within the same execution.
+
+    A run of a node is *flaky* when an attempt completed after an earlier attempt failed or
+    timed out. `runs` counts every execution in the window that ran the node at least once.
+    """
+    from orchestrator.models import Workflow
+
+    sql = FLAKY_SQL.format(
+        job=Job._meta.db_table,
+        execution=Execution._meta.db_table,
+        workflow=Workflow._meta.db_table,
+        workflow_filter="AND w.slug = ANY(%(workflows)s)" if window.workflows else "",
+    )
+    params = {
+        "since": window.since,
+        "until": window.until,
+        "workflows": list(window.workflows),
+        "evidence": FLAKY_EVIDENCE,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+    return {
+        "since": window.since,
+        "until": window.until,
+        "workflows": list(window.workflows),
+        "nodes": [
+            {
+                "workflow": row["workflow"],
+                "node": row["node_id"],
+                "runs": row["runs"],
+                "flaky_runs": row["flaky_runs"],
+                "failed_runs": row["failed_runs"],
+                "share": ratio(row["flaky_runs"], row["runs"]),
+                "evidence": [str(execution_id) for execution_id in row["evidence"] or []],
+            }
+            for row in rows
+        ],
+    }

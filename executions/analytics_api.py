@@ -1,0 +1,242 @@
+"""Analytics API: a window summary, flaky nodes, and the diagnosis of a failed execution."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from executions.analytics import Window, flaky_nodes, summary
+from executions.api import EXECUTION_ID, NO_EXECUTION, parse_uuid
+from executions.diagnosis import DIAGNOSABLE, diagnose
+from executions.models import Execution
+from orchestrator.api_errors import Conflict
+from orchestrator.schema import error_responses
+
+TAGS = ["analytics"]
+
+
+class WindowQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    workflow = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and since >= until:
+            raise ValidationError({"until": ["must be after since"]})
+        return attrs
+
+
+def parse_window(request) -> Window:
+    params = WindowQuerySerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    data = params.validated_data
+    workflows = [s.strip() for s in data.get("workflow", "").split(",") if s.strip()]
+    return Window.build(data.get("since"), data.get("until"), workflows)
+
+
+def query(name: str, description: str, type_=str) -> OpenApiParameter:
+    return OpenApiParameter(name, type_, OpenApiParameter.QUERY, description=description)
+
+
+WINDOW_PARAMETERS = [
+    query(
+        "since",
+        "Executions created at or after this time (ISO 8601); default 30 days before `until`.",
+        OpenApiTypes.DATETIME,
+    ),
+    query(
+        "until",
+        "Executions created before this time (ISO 8601); default now.",
+        OpenApiTypes.DATETIME,
+    ),
+    query("workflow", "Workflow slugs, comma-separated."),
+]
+
+
+class DurationStatsSerializer(serializers.Serializer):
+    avg = serializers.IntegerField(allow_null=True)
+    p50 = serializers.IntegerField(allow_null=True)
+    p95 = serializers.IntegerField(allow_null=True)
+
+
+class DayCountSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="Failed or timed out.")
+    other = serializers.IntegerField(help_text="Cancelled, or not finished yet.")
+
+
+class TopWorkflowSerializer(serializers.Serializer):
+    workflow = serializers.CharField()
+    runs = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+
+
+class AgentUsageSerializer(serializers.Serializer):
+    agent = serializers.CharField()
+    jobs = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    busy_ms = serializers.IntegerField()
+
+
+class PoolUsageSerializer(serializers.Serializer):
+    pool = serializers.CharField()
+    jobs = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    busy_ms = serializers.IntegerField()
+
+
+class DurationTrendSerializer(serializers.Serializer):
+    workflow = serializers.CharField()
+    day = serializers.DateField()
+    runs = serializers.IntegerField()
+    p50_ms = serializers.IntegerField(allow_null=True)
+    p95_ms = serializers.IntegerField(allow_null=True)
+
+
+class AnalyticsSummarySerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    workflows = serializers.ListField(child=serializers.CharField())
+    total_executions = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    finished = serializers.IntegerField()
+    success_rate = serializers.FloatField(
+        allow_null=True, help_text="Completed / finished (null when nothing finished)."
+    )
+    duration_ms = DurationStatsSerializer()
+    active_workflows = serializers.IntegerField()
+    per_day = DayCountSerializer(many=True)
+    top_workflows = TopWorkflowSerializer(many=True)
+    agent_utilisation = AgentUsageSerializer(many=True)
+    pool_utilisation = PoolUsageSerializer(many=True)
+    duration_trend = DurationTrendSerializer(many=True)
+
+
+class FlakyNodeSerializer(serializers.Serializer):
+    workflow = serializers.CharField()
+    node = serializers.CharField()
+    runs = serializers.IntegerField(help_text="Executions in the window that ran this node.")
+    flaky_runs = serializers.IntegerField(help_text="Runs where a retry passed after a failure.")
+    failed_runs = serializers.IntegerField(help_text="Runs where the node failed for good.")
+    share = serializers.FloatField(allow_null=True, help_text="flaky_runs / runs.")
+    evidence = serializers.ListField(
+        child=serializers.UUIDField(), help_text="Up to 5 flaky execution ids, newest first."
+    )
+
+
+class FlakyReportSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    workflows = serializers.ListField(child=serializers.CharField())
+    nodes = FlakyNodeSerializer(many=True)
+
+
+class CauseSerializer(serializers.Serializer):
+    kind = serializers.CharField(
+        help_text="connection_refused, dns, tls, auth, timeout, agent_lost, template_error, "
+        "http_status, exit_code, assertion, … or error."
+    )
+    summary = serializers.CharField()
+    evidence = serializers.DictField(
+        help_text="job, attempt, agent, pool, error_kind, error, exit_code, http_status, "
+        "stderr_tail, node_reason, execution_error."
+    )
+
+
+class ChangesSerializer(serializers.Serializer):
+    last_success = serializers.UUIDField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    version = serializers.DictField(help_text="{failed_run, last_success, changed}")
+    inputs = serializers.DictField(
+        allow_null=True, help_text="{added, removed, changed}: input keys."
+    )
+    agent = serializers.DictField(help_text="{failed_run, last_success, changed}")
+    duration_ms = serializers.DictField(help_text="{failed_run, last_success}")
+
+
+class HistorySerializer(serializers.Serializer):
+    window_days = serializers.IntegerField()
+    runs = serializers.IntegerField()
+    failures = serializers.IntegerField()
+    share = serializers.FloatField(allow_null=True)
+    previous_failure = serializers.UUIDField(allow_null=True)
+
+
+class DiagnosisSerializer(serializers.Serializer):
+    execution = serializers.UUIDField()
+    workflow = serializers.CharField()
+    status = serializers.CharField()
+    failed_node = serializers.CharField(allow_null=True)
+    cause = CauseSerializer()
+    changes = ChangesSerializer()
+    history = HistorySerializer()
+    suggestion = serializers.CharField()
+
+
+class SummaryView(APIView):
+    @extend_schema(
+        operation_id="analytics_summary",
+        summary="Execution analytics for a time window",
+        description="Totals, success rate, duration percentiles, per-day counts, top workflows, "
+        "agent and pool utilisation and per-workflow duration trends. Default window: the "
+        "last 30 days.",
+        tags=TAGS,
+        parameters=WINDOW_PARAMETERS,
+        responses={200: AnalyticsSummarySerializer, **error_responses(400, 401)},
+    )
+    def get(self, request):
+        return Response(AnalyticsSummarySerializer(summary(parse_window(request))).data)
+
+
+class FlakyView(APIView):
+    @extend_schema(
+        operation_id="analytics_flaky",
+        summary="Flaky nodes: failed, then passed on a retry in the same execution",
+        tags=TAGS,
+        parameters=WINDOW_PARAMETERS,
+        responses={200: FlakyReportSerializer, **error_responses(400, 401)},
+    )
+    def get(self, request):
+        return Response(FlakyReportSerializer(flaky_nodes(parse_window(request))).data)
+
+
+class DiagnoseView(APIView):
+    @extend_schema(
+        operation_id="executions_diagnose",
+        summary="Diagnose a failed execution",
+        description="Rule-based and deterministic; nothing is stored.",
+        tags=["executions"],
+        parameters=[EXECUTION_ID],
+        request=None,
+        responses={
+            200: DiagnosisSerializer,
+            **error_responses(401, 404, 409, e409="The execution has not failed.", **NO_EXECUTION),
+        },
+    )
+    def post(self, request, execution_id: str):
+        execution = get_object_or_404(
+            Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
+        )
+        if execution.status not in DIAGNOSABLE:
+            raise Conflict(f"The execution is {execution.status}, not failed.")
+        return Response(DiagnosisSerializer(diagnose(execution)).data)
+
+
+@extend_schema(exclude=True)
+class SummaryNoSlashView(SummaryView):
+    """`/analytics/summary` as written in DESIGN §7; documented under the trailing-slash path."""
+
+
+@extend_schema(exclude=True)
+class FlakyNoSlashView(FlakyView):
+    """`/analytics/flaky`, as written in DESIGN §7."""

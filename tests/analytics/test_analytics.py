@@ -1,0 +1,205 @@
+"""Analytics summary, flaky nodes and failure diagnosis, on PostgreSQL with ORM-built rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from agents.models import Agent
+from executions.models import Execution, Job
+from orchestrator.services import create_workflow
+
+pytestmark = pytest.mark.django_db
+
+NOW = timezone.now().replace(microsecond=0)
+DAY1 = NOW - timedelta(days=2)
+DAY2 = NOW - timedelta(days=1)
+
+
+def workflow(slug: str):
+    return create_workflow(
+        f"""
+slug: {slug}
+nodes:
+  - id: build
+    action: shell
+    with: {{command: "echo build"}}
+  - id: deploy
+    action: shell
+    with: {{command: "echo deploy"}}
+"""
+    )
+
+
+def agent(name: str) -> Agent:
+    return Agent.objects.create(
+        name=name, pools=["default"], token_digest=uuid.uuid4().hex * 2, token_prefix=name[:8]
+    )
+
+
+def run(wf, status: str, created: datetime, duration_s: float | None = 10, **fields) -> Execution:
+    execution = Execution.objects.create(
+        workflow=wf,
+        version=fields.pop("version", wf.published_version),
+        status=status,
+        started_at=created if duration_s is not None else None,
+        finished_at=created + timedelta(seconds=duration_s) if duration_s is not None else None,
+        **fields,
+    )
+    Execution.objects.filter(pk=execution.pk).update(created_at=created)
+    execution.refresh_from_db()
+    return execution
+
+
+def job(execution, node_id: str, attempt: int, status: str, agent=None, **fields) -> Job:
+    return Job.objects.create(
+        execution=execution,
+        node_id=node_id,
+        action="shell",
+        attempt=attempt,
+        status=status,
+        pool=fields.pop("pool", "default"),
+        queue="pool.default",
+        agent=agent,
+        finished_at=fields.pop("finished_at", execution.created_at + timedelta(seconds=attempt)),
+        **fields,
+    )
+
+
+@pytest.fixture
+def data():
+    alpha, beta = workflow("alpha"), workflow("beta")
+    a1, a2 = agent("agent-one"), agent("agent-two")
+    runs = {
+        "a_ok1": run(alpha, "completed", DAY1, 10),
+        "a_ok2": run(alpha, "completed", DAY2, 20),
+        "a_fail": run(alpha, "failed", DAY2 + timedelta(hours=1), 30),
+        "a_cancel": run(alpha, "cancelled", DAY2 + timedelta(hours=2), 40),
+        "a_running": run(alpha, "running", DAY2 + timedelta(hours=3), None),
+        "b_ok": run(beta, "completed", DAY1, 100),
+        "b_timeout": run(beta, "timed_out", DAY1 + timedelta(hours=1), 200),
+        "old": run(alpha, "completed", NOW - timedelta(days=40), 5),
+    }
+    job(runs["a_ok1"], "build", 1, "completed", a1, duration_ms=1000)
+    # Flaky: build failed on attempt 1, passed on attempt 2.
+    job(runs["a_ok2"], "build", 1, "failed", a1, duration_ms=500, error_kind="exit_code")
+    job(runs["a_ok2"], "build", 2, "completed", a2, duration_ms=700)
+    # Failed for good: not flaky.
+    job(runs["a_fail"], "build", 1, "failed", a2, duration_ms=300)
+    job(runs["a_fail"], "build", 2, "failed", a2, duration_ms=300)
+    job(runs["b_ok"], "build", 1, "completed", a1, pool="gpu", duration_ms=2000)
+    return {"alpha": alpha, "beta": beta, "agents": (a1, a2), **runs}
+
+
+def test_summary_totals_rates_and_percentiles(api, data):
+    response = api.get("/api/v1/analytics/summary/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    # The 40-day-old run is outside the default 30-day window.
+    assert body["total_executions"] == 7
+    assert body["completed"] == 3
+    assert body["failed"] == 2  # failed + timed_out
+    assert body["finished"] == 6
+    assert body["success_rate"] == round(3 / 6, 4)
+    assert body["active_workflows"] == 2
+    # Durations (s): 10, 20, 30, 40, 100, 200 → avg 66.67, median 35, p95 175.
+    assert body["duration_ms"] == {"avg": 66667, "p50": 35000, "p95": 175000}
+
+
+def test_summary_per_day_top_workflows_and_trend(api, data):
+    body = api.get("/api/v1/analytics/summary").json()  # DESIGN's spelling, without the slash
+    days = {row["day"]: row for row in body["per_day"]}
+    day1 = DAY1.astimezone(UTC).date().isoformat()
+    assert days[day1]["completed"] == 2 and days[day1]["failed"] == 1
+    assert sum(row["other"] for row in body["per_day"]) == 2  # cancelled + running
+    assert body["top_workflows"][0] == {
+        "workflow": "alpha",
+        "runs": 5,
+        "completed": 2,
+        "failed": 1,
+        "success_rate": round(2 / 4, 4),
+    }
+    assert body["top_workflows"][1]["workflow"] == "beta"
+    trend = [row for row in body["duration_trend"] if row["workflow"] == "beta"]
+    assert trend == [
+        {"workflow": "beta", "day": day1, "runs": 2, "p50_ms": 150000, "p95_ms": 195000}
+    ]
+
+
+def test_summary_agent_and_pool_utilisation(api, data):
+    body = api.get("/api/v1/analytics/summary/").json()
+    agents = {row["agent"]: row for row in body["agent_utilisation"]}
+    assert agents["agent-one"] == {"agent": "agent-one", "jobs": 3, "failed": 1, "busy_ms": 3500}
+    assert agents["agent-two"] == {"agent": "agent-two", "jobs": 3, "failed": 2, "busy_ms": 1300}
+    pools = {row["pool"]: row for row in body["pool_utilisation"]}
+    assert pools["gpu"]["busy_ms"] == 2000 and pools["default"]["jobs"] == 5
+
+
+def test_summary_filters_by_workflow_and_window(api, data):
+    body = api.get("/api/v1/analytics/summary/", {"workflow": "beta"}).json()
+    assert body["total_executions"] == 2 and body["workflows"] == ["beta"]
+    assert [row["agent"] for row in body["agent_utilisation"]] == ["agent-one"]
+    since = (NOW - timedelta(days=45)).isoformat()
+    until = (NOW - timedelta(days=35)).isoformat()
+    body = api.get("/api/v1/analytics/summary/", {"since": since, "until": until}).json()
+    assert body["total_executions"] == 1 and body["success_rate"] == 1.0
+
+
+def test_summary_empty_window(api, db):
+    body = api.get("/api/v1/analytics/summary/").json()
+    assert body["total_executions"] == 0
+    assert body["success_rate"] is None
+    assert body["duration_ms"] == {"avg": None, "p50": None, "p95": None}
+    assert body["per_day"] == [] and body["top_workflows"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "path"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2024-13-01"}, "until"),
+        ({"since": "2024-02-01T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "until"),
+    ],
+)
+def test_bad_window_is_a_400_with_field_paths(api, params, path):
+    for url in ("/api/v1/analytics/summary/", "/api/v1/analytics/flaky/"):
+        response = api.get(url, params)
+        assert response.status_code == 400, response.content
+        assert path in [error["path"] for error in response.json()["errors"]]
+
+
+def test_analytics_require_authentication(client):
+    assert client.get("/api/v1/analytics/summary/").status_code in (401, 403)
+    assert client.get("/api/v1/analytics/flaky/").status_code in (401, 403)
+
+
+def test_flaky_nodes_with_evidence(api, data):
+    body = api.get("/api/v1/analytics/flaky/").json()
+    assert body["nodes"] == [
+        {
+            "workflow": "alpha",
+            "node": "build",
+            "runs": 3,
+            "flaky_runs": 1,
+            "failed_runs": 1,
+            "share": round(1 / 3, 4),
+            "evidence": [str(data["a_ok2"].pk)],
+        }
+    ]
+    assert api.get("/api/v1/analytics/flaky/", {"workflow": "beta"}).json()["nodes"] == []
+
+
+def test_flaky_evidence_is_capped_at_five_newest(api, data):
+    executions = []
+    for hour in range(7):
+        execution = run(data["beta"], "completed", DAY2 + timedelta(hours=hour))
+        job(execution, "deploy", 1, "timeout")
+        job(execution, "deploy", 2, "completed")
+        executions.append(execution)
+    body = api.get("/api/v1/analytics/flaky", {"workflow": "beta"}).json()
+    (node,) = body["nodes"]
+    assert node["node"] == "deploy" and node["flaky_runs"] == 7 and node["share"] == 1.0
+    assert node["evidence"] == [str(e.pk) for e in reversed(executions)][:5]
