@@ -377,11 +377,32 @@ def success_rate(workflow) -> int | None:
     return round(100 * workflow.completed_30d / workflow.finished_30d)
 
 
+def next_cron_fires(workflow_ids: list[int], now=None) -> dict[int, Any]:
+    """The earliest next tick of each workflow's active cron triggers (one query for all)."""
+    from orchestrator.trigger_models import Trigger, TriggerKind
+    from orchestrator.triggers import next_fire_times
+
+    now = now or timezone.now()
+    soonest: dict[int, Any] = {}
+    triggers = Trigger.objects.filter(
+        workflow_id__in=workflow_ids, kind=TriggerKind.CRON, is_active=True
+    ).only("id", "workflow_id", "kind", "config")
+    for trigger in triggers:
+        fires = next_fire_times(trigger, now, 1)
+        if fires and (
+            trigger.workflow_id not in soonest or fires[0] < soonest[trigger.workflow_id]
+        ):
+            soonest[trigger.workflow_id] = fires[0]
+    return soonest
+
+
 @login_required
 @require_GET
 def workflows_list(request: HttpRequest) -> HttpResponse:
     workflows = []
-    for workflow in workflow_stats():
+    listed = list(workflow_stats())
+    next_runs = next_cron_fires([w.pk for w in listed])
+    for workflow in listed:
         definition = workflow.published_version.definition if workflow.published_version else {}
         workflows.append(
             {
@@ -395,9 +416,10 @@ def workflows_list(request: HttpRequest) -> HttpResponse:
                     {t.get("type", "") for t in definition.get("triggers", [])}
                 ),
                 "node_count": len(definition.get("nodes", [])),
+                "next_run": next_runs.get(workflow.pk),
             }
         )
-    return render(request, "workflows/list.html", {"workflows": workflows})
+    return render(request, "executions/workflow_list.html", {"workflows": workflows})
 
 
 def input_fields(definition: dict[str, Any]) -> list[dict[str, Any]]:
@@ -425,6 +447,59 @@ def input_fields(definition: dict[str, Any]) -> list[dict[str, Any]]:
     return fields
 
 
+def workflow_triggers(request: HttpRequest, workflow: Workflow) -> list[dict[str, Any]]:
+    """The workflow's active triggers in the triggers API's shape, with the webhook URL made
+    absolute with this request's host and, per secret name, where it is stored (never values)."""
+    from orchestrator.secret_store import resolve
+    from orchestrator.trigger_models import Trigger
+    from orchestrator.triggers_api import trigger_data
+
+    now = timezone.now()
+    rows = [
+        json.loads(json.dumps(trigger_data(trigger, now), cls=DjangoJSONEncoder))
+        for trigger in Trigger.objects.filter(workflow=workflow, is_active=True).select_related(
+            "workflow"
+        )
+    ]
+    names = {
+        name
+        for row in rows
+        if row["webhook"]
+        for name in (row["webhook"]["secret"], row["webhook"]["secret_previous"])
+        if name
+    }
+    stored = resolve(workflow, names) if names else {}
+    for row in rows:
+        webhook = row["webhook"]
+        if webhook:
+            webhook["url"] = request.build_absolute_uri(webhook["path"]) if webhook["path"] else ""
+            webhook["secrets"] = [
+                {
+                    "name": name,
+                    "role": role,
+                    "scope": (
+                        None
+                        if name not in stored
+                        else workflow.slug
+                        if stored[name].workflow_id
+                        else "global"
+                    ),
+                }
+                for name, role in (
+                    (webhook["secret"], "current"),
+                    (webhook["secret_previous"], "previous"),
+                )
+                if name
+            ]
+        config = row["config"] if isinstance(row["config"], dict) else {}
+        row["summary"] = ", ".join(
+            f"{key}: {json.dumps(value) if not isinstance(value, str) else value}"
+            for key, value in config.items()
+            if key not in ("type", "name", "secret", "secret_previous")
+        )
+    return rows
+
+
 @login_required
 @require_GET
 def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -448,6 +523,7 @@ def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
         if diff_a in by_number and diff_b in by_number:
             diff = diff_lines(by_number[diff_a], by_number[diff_b])
     recent = list(workflow.executions.select_related("workflow").order_by("-created_at")[:15])
+    trigger_rows = workflow_triggers(request, workflow)
     context = {
         "workflow": workflow,
         "versions": versions,
@@ -461,9 +537,14 @@ def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "diff_a": diff_a,
         "diff_b": diff_b,
         "tab": request.GET.get("tab", "overview"),
-        "boot": {"slug": workflow.slug, "definition": definition},
+        "trigger_rows": trigger_rows,
+        "boot": {
+            "slug": workflow.slug,
+            "definition": definition,
+            "isAdmin": bool(request.user.is_staff),
+        },
     }
-    return render(request, "workflows/detail.html", context)
+    return render(request, "executions/workflow_detail.html", context)
 
 
 EXAMPLE_DEFINITION = """slug: my-workflow

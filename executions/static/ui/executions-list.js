@@ -243,6 +243,17 @@
     afterRender();
   }
 
+  function onDeleted(message) {
+    const id = message.execution_id;
+    if (!id) return;
+    state.rows.delete(id);
+    state.order = state.order.filter((other) => other !== id);
+    state.selected.delete(id);
+    const tr = body.querySelector(`tr[data-id="${CSS.escape(id)}"]`);
+    if (tr) tr.remove();
+    afterRender();
+  }
+
   // ---------------------------------------------------------------------------- selection + bulk
 
   function updateBulkBar() {
@@ -446,6 +457,7 @@
   SY.live.subscribe("executions", null, {
     message: (message) => {
       if (message.type === "execution.changed") onChanged(message);
+      else if (message.type === "execution.deleted") onDeleted(message);
     },
     subscribed: (message) => {
       if (message.seq > state.seq) load(); // something changed between render and subscribe

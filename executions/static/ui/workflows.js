@@ -116,6 +116,128 @@
     });
   }
 
+  // ---------------------------------------------------------------------------- triggers
+
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      SY.toast("Copied", "success");
+    } catch (error) {
+      SY.toast("Copy failed: select the text and copy it", "error");
+    }
+  }
+
+  for (const button of SY.$$(".copy-url")) {
+    button.addEventListener("click", () => {
+      const code = SY.$(".webhook-url", button.closest(".webhook-url-row"));
+      copyText(code.dataset.url);
+    });
+  }
+
+  for (const button of SY.$$(".regenerate-key")) {
+    button.addEventListener("click", async () => {
+      const { slug, trigger } = button.dataset;
+      const ok = await SY.confirm({
+        title: "Regenerate this webhook URL?",
+        text: "The current URL stops working at once: every sender must be given the new one.",
+        ok: "Regenerate",
+        danger: true,
+      });
+      if (!ok) return;
+      try {
+        const data = await SY.post(`/api/v1/workflows/${slug}/triggers/${trigger}/regenerate-key/`);
+        const url = `${location.origin}${data.webhook.path}`;
+        const code = SY.$(".webhook-url", button.closest(".webhook-url-row"));
+        code.dataset.url = url;
+        code.textContent = url;
+        SY.toast("New webhook URL; the old one no longer works", "success");
+      } catch (error) {
+        SY.toast(error.message, "error");
+      }
+    });
+  }
+
+  function randomSecret() {
+    const bytes = new Uint8Array(32);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  for (const form of SY.$$(".secret-form")) {
+    const input = form.elements.value;
+    SY.$(".generate-secret", form).addEventListener("click", () => {
+      input.value = randomSecret();
+      input.type = "text";
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const value = input.value;
+      if (!value) {
+        SY.toast("Enter or generate a value first", "error");
+        return;
+      }
+      const { name, scope, slug } = form.dataset;
+      try {
+        if (scope) {
+          const query = scope === "global" ? "" : `?scope=${encodeURIComponent(scope)}`;
+          await SY.api("PATCH", `/api/v1/secrets/${encodeURIComponent(name)}/${query}`, { value });
+        } else {
+          await SY.post("/api/v1/secrets/", { name, value, scope: slug, description: `webhook signing secret of ${slug}` });
+          form.dataset.scope = slug;
+        }
+        input.value = "";
+        input.type = "password";
+        SY.replace(SY.$(".secret-result", form), SY.el("div", { class: "token-box" },
+          SY.el("strong", {}, `${name} saved. Value (shown once):`),
+          SY.el("code", { class: "secret-once" }, value),
+          SY.el("button", { type: "button", class: "button button-small", onclick: () => copyText(value) }, "Copy")));
+      } catch (error) {
+        SY.toast(error.message, "error");
+      }
+    });
+  }
+
+  function deliveryRow(body, d) {
+    const execution = d.execution && typeof d.execution === "object" ? d.execution.id : d.execution;
+    return SY.el("tr", { dataset: { delivery: d.id } },
+      SY.el("td", {}, SY.timeEl(d.received_at)),
+      SY.el("td", {}, SY.el("span", { class: `chip verdict-${d.signature}` }, d.signature)),
+      SY.el("td", {}, SY.el("span", { class: `chip outcome-${d.outcome}` }, d.outcome), d.reason ? [" ", SY.el("span", { class: "small muted" }, d.reason)] : null),
+      SY.el("td", { class: "num" }, String(d.status_code)),
+      SY.el("td", {}, execution ? SY.el("a", { class: "mono", href: `/executions/${execution}/` }, `#${SY.shortId(execution)}`) : SY.el("span", { class: "muted" }, "—")),
+      SY.el("td", {}, SY.el("button", { type: "button", class: "button button-small redeliver", dataset: { delivery: d.id } }, "Redeliver")));
+  }
+
+  async function reloadDeliveries(body) {
+    const data = await SY.get(`/api/v1/workflows/${body.dataset.slug}/triggers/`);
+    const trigger = (data.results || []).find((t) => String(t.id) === body.dataset.trigger);
+    if (!trigger || !trigger.webhook) return;
+    const rows = trigger.webhook.recent_deliveries || [];
+    SY.replace(body, rows.length ? rows.map((d) => deliveryRow(body, d)) : SY.el("tr", { class: "no-deliveries" }, SY.el("td", { colspan: 6, class: "muted" }, "No deliveries yet.")));
+  }
+
+  for (const body of SY.$$(".deliveries-body")) {
+    body.addEventListener("click", async (event) => {
+      const button = event.target.closest(".redeliver");
+      if (!button) return;
+      const ok = await SY.confirm({ title: "Redeliver this webhook?", text: "Its stored body is replayed as a new delivery and may start a new run.", ok: "Redeliver" });
+      if (!ok) return;
+      button.disabled = true;
+      try {
+        const created = await SY.post(`/api/v1/workflows/${body.dataset.slug}/triggers/${body.dataset.trigger}/deliveries/${button.dataset.delivery}/redeliver/`);
+        SY.toast(created.execution ? `Redelivered: run #${SY.shortId(created.execution.id)} started` : `Redelivered: ${created.outcome}`, "success");
+        await reloadDeliveries(body);
+      } catch (error) {
+        button.disabled = false;
+        SY.toast(error.message, "error");
+      }
+    });
+  }
+
+  for (const node of SY.$$(".next-fires time, .next-run time")) {
+    node.title = node.getAttribute("datetime");
+  }
+
   // ---------------------------------------------------------------------------- editor
 
   const textarea = SY.$("#definition");
