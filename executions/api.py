@@ -49,6 +49,7 @@ from executions.serializers import (
     ExecutionSerializer,
     JobOutputSerializer,
     ReplaySerializer,
+    execution_detail_data,
     execution_detail_queryset,
     job_counts_for,
 )
@@ -166,8 +167,7 @@ class ExecutionDetailView(APIView):
         if "labels" in serializer.validated_data:
             execution.labels = serializer.validated_data["labels"]
             execution.save(update_fields=["labels"])
-        execution = execution_detail_queryset().get(pk=execution.pk)
-        return Response(ExecutionDetailSerializer(execution).data)
+        return Response(execution_detail_data(execution.pk))
 
     @extend_schema(
         operation_id="executions_destroy",
@@ -211,8 +211,7 @@ class RerunView(APIView):
             execution = rerun_execution(original, user=request.user)
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
-        execution = execution_detail_queryset().get(pk=execution.pk)
-        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_201_CREATED)
+        return Response(execution_detail_data(execution.pk), status=status.HTTP_201_CREATED)
 
 
 class ReplayView(APIView):
@@ -246,8 +245,7 @@ class ReplayView(APIView):
             raise ValidationError({"from_node": [f"no node '{from_node}' in this run"]}) from error
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
-        execution = execution_detail_queryset().get(pk=execution.pk)
-        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_201_CREATED)
+        return Response(execution_detail_data(execution.pk), status=status.HTTP_201_CREATED)
 
 
 EXPORT_FIELDS = [
@@ -519,8 +517,7 @@ class CancelView(APIView):
             cancel_execution(execution_pk, user=request.user, kill=self.kill)
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
-        execution = execution_detail_queryset().get(pk=execution_pk)
-        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_200_OK)
+        return Response(execution_detail_data(execution_pk), status=status.HTTP_200_OK)
 
 
 @extend_schema_view(

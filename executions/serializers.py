@@ -201,6 +201,11 @@ def execution_detail_queryset() -> QuerySet[Execution]:
     )
 
 
+def execution_detail_data(execution_id) -> dict:
+    """The full detail shape of one execution, read fresh (after a change was committed)."""
+    return ExecutionDetailSerializer(execution_detail_queryset().get(pk=execution_id)).data
+
+
 def job_counts_for(execution_ids: list) -> dict:
     """`{execution_id: (total, done)}` for a page of executions in one grouped query."""
     from django.db.models import Count, Q

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions.advancing import ExecutionConflict, start_execution
-from executions.serializers import ExecutionDetailSerializer, execution_detail_queryset
+from executions.serializers import ExecutionDetailSerializer, execution_detail_data
 from orchestrator.api_errors import Conflict, definition_error_response
 from orchestrator.engine import DefinitionError
 from orchestrator.models import Workflow, WorkflowVersion
@@ -294,5 +294,4 @@ class ExecuteView(APIView):
             raise Conflict(str(error)) from error
         except DefinitionError as error:
             raise with_prefix(error, "") from error
-        execution = execution_detail_queryset().get(pk=execution.pk)
-        return Response(ExecutionDetailSerializer(execution).data, status=status.HTTP_201_CREATED)
+        return Response(execution_detail_data(execution.pk), status=status.HTTP_201_CREATED)
