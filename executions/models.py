@@ -176,6 +176,11 @@ class Job(models.Model):
                 condition=models.Q(status="running"),
             ),
             models.Index(fields=["agent", "status"], name="job_by_agent"),
+            models.Index(
+                fields=["finished_at"],
+                name="job_finished",
+                condition=models.Q(finished_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
