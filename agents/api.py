@@ -46,10 +46,13 @@ from executions.jobs import (
     JobNotFound,
     JobReport,
     OutputChunk,
+    ReportOutcome,
     append_output,
     claim_job,
     job_spec,
     jobs_to_kill,
+    reclaim_orphaned_jobs,
+    report_and_take_next,
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
@@ -139,6 +142,7 @@ class HeartbeatView(AgentView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
+        reclaim_orphaned_jobs(request.auth, data["running_jobs"])
         return Response({"ok": True, "cancel": jobs_to_kill(request.auth)})
 
 
@@ -211,15 +215,29 @@ class CompleteView(AgentView):
     def post(self, request, job_id: str):
         serializer = CompleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        accept_next = data.pop("accept_next", False)
+        report = JobReport(**data)
         try:
-            job, applied = report_job_result(
-                request.auth, parse_job_id(job_id), JobReport(**serializer.validated_data)
-            )
+            if accept_next:
+                outcome = report_and_take_next(request.auth, parse_job_id(job_id), report)
+            else:
+                outcome = ReportOutcome(
+                    *report_job_result(request.auth, parse_job_id(job_id), report)
+                )
         except JobNotFound as error:
             raise NotFound("No such job.") from error
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
-        return Response({"job_id": str(job.pk), "status": job.status, "applied": applied})
+        job = outcome.job
+        return Response(
+            {
+                "job_id": str(job.pk),
+                "status": job.status,
+                "applied": outcome.applied,
+                "next": job_spec(outcome.next_job) if outcome.next_job else None,
+            }
+        )
 
 
 class AgentListView(APIView):

@@ -78,6 +78,12 @@ class CompleteSerializer(serializers.Serializer):
     )
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     finished_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    accept_next = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="The agent can run another job on the slot this one frees: the response's "
+        "`next` then carries a job already claimed for it (or null).",
+    )
 
     def validate(self, attrs: dict) -> dict:
         for key in ("stdout", "stderr", "error"):
@@ -196,6 +202,11 @@ class JobResultAckSerializer(serializers.Serializer):
     job_id = serializers.UUIDField()
     status = serializers.CharField()
     applied = serializers.BooleanField(help_text="False when this report repeats an applied one.")
+    next = JobSpecSerializer(
+        allow_null=True,
+        required=False,
+        help_text="With `accept_next`: a job claimed for this agent (as a claim response).",
+    )
 
 
 class AgentListResponseSerializer(serializers.Serializer):

@@ -18,10 +18,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
+
+from bench.live import scenario_live
 from orchestrator.localstack import (
     ROOT,
     LocalStack,
@@ -71,32 +75,73 @@ def fanout_definition(width: int) -> dict:
     return {"slug": f"bench-fanout-{width}", "nodes": nodes}
 
 
-def run_once(client, slug: str, timeout: float = 120) -> tuple[dict, float]:
+def execution_status_probe(stack: LocalStack) -> Callable[[str], str]:
+    """Read an execution's status straight from PostgreSQL: waiting costs the web nothing, so
+    the figures are not skewed by the benchmark's own polling."""
+    conn = psycopg.connect(stack.env["DATABASE_URL"], autocommit=True)
+
+    def status(execution_id: str) -> str:
+        row = conn.execute(
+            "SELECT status FROM executions_execution WHERE id = %s", (execution_id,)
+        ).fetchone()
+        return row[0] if row else ""
+
+    return status
+
+
+def run_once(client, slug: str, status_of, timeout: float = 120) -> tuple[dict, float]:
     began = time.perf_counter()
     started = client.post(f"/api/v1/workflows/{slug}/execute/", json={})
     started.raise_for_status()
     execution_id = started.json()["id"]
-
-    def finished():
-        body = client.get(f"/api/v1/executions/{execution_id}/").json()
-        return body if body["status"] in TERMINAL else None
-
-    body = wait_for(finished, timeout=timeout, what=f"{slug} run", interval=0.005)
+    wait_for(
+        lambda: status_of(execution_id) in TERMINAL,
+        timeout=timeout,
+        what=f"{slug} run",
+        interval=0.01,
+    )
     wall = time.perf_counter() - began
+    body = client.get(f"/api/v1/executions/{execution_id}/").json()
     if body["status"] != "completed":
         raise RuntimeError(f"{slug} ended {body['status']}: {body['error']}")
     return body, wall
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process, its threads and its reaped children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(value) for value in fields[11:15]) / ticks
+    return 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids += [int(c) for c in children]
+    return pids
+
+
+def cpu_by_process(stack: LocalStack) -> dict[str, float]:
+    return {
+        p.name: sum(cpu_seconds(pid) for pid in process_tree(p.popen.pid)) for p in stack.processes
+    }
+
+
 def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dict:
+    status_of = execution_status_probe(stack)
     with stack.client() as client:
         client.post("/api/v1/workflows/", json={"definition": chain_definition(steps)})
         slug = f"bench-chain-{steps}"
         for _ in range(warmup):
-            run_once(client, slug)
+            run_once(client, slug, status_of)
+        cpu_before = cpu_by_process(stack)
         gaps, totals, walls = [], [], []
         for _ in range(runs):
-            body, wall = run_once(client, slug)
+            body, wall = run_once(client, slug, status_of)
             jobs = sorted(body["jobs"], key=lambda j: int(j["node_id"][1:]))
             for before, after in itertools.pairwise(jobs):
                 gaps.append(
@@ -109,6 +154,13 @@ def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dic
                 (parse_time(body["finished_at"]) - parse_time(body["started_at"])).total_seconds()
             )
             walls.append(wall)
+        cpu_after = cpu_by_process(stack)
+    cpu_per_step = {
+        f"cpu_ms_per_step_{name}": round(
+            (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / (runs * steps), 2
+        )
+        for name in cpu_after
+    }
     return {
         "scenario": "W1_chain",
         "steps": steps,
@@ -117,17 +169,19 @@ def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dic
         "step_overhead_ms_p95": round(percentile(gaps, 95), 2),
         "run_s_p50": round(statistics.median(totals), 3),
         "run_wall_s_p50": round(statistics.median(walls), 3),
+        **cpu_per_step,
     }
 
 
 def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dict:
+    status_of = execution_status_probe(stack)
     with stack.client() as client:
         client.post("/api/v1/workflows/", json={"definition": fanout_definition(width)})
         slug = f"bench-fanout-{width}"
-        run_once(client, slug)
+        run_once(client, slug, status_of)
         spreads, joins, totals = [], [], []
         for _ in range(runs):
-            body, _ = run_once(client, slug)
+            body, _ = run_once(client, slug, status_of)
             jobs = {job["node_id"]: job for job in body["jobs"]}
             starts = [parse_time(jobs[f"c{i}"]["started_at"]) for i in range(width)]
             ends = [parse_time(jobs[f"c{i}"]["finished_at"]) for i in range(width)]
@@ -285,26 +339,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "var" / "bench-results.json")
     parser.add_argument("--web-workers", type=int, default=1)
     parser.add_argument("--burst", type=int, default=1000, help="W3 executions submitted at once")
+    parser.add_argument("--clients", type=int, default=200, help="W4 WebSocket clients")
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=int(os.environ.get("BENCH_REDIS_DB", "9")),
+        help="Redis database the stack uses (flushed at start)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios to run (W1,W2,W3,W4,floor); default: all",
+    )
     args = parser.parse_args(argv)
+    wanted = {name.strip().upper() for name in args.only.split(",") if name.strip()}
 
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     stack = LocalStack(
         workdir=workdir,
         database=f"switchyard_bench_{os.getpid()}",
         postgres=Postgres.from_url(args.postgres),
-        redis_url=redis_url_with_db(args.redis, 14),
-        extra_env={"LOG_LEVEL": "WARNING"},
+        redis_url=redis_url_with_db(args.redis, args.redis_db),
+        extra_env={
+            "LOG_LEVEL": "WARNING",
+            "DEBUG": "0",
+            "SESSION_COOKIE_SECURE": "0",
+            "CSRF_COOKIE_SECURE": "0",
+        },
     )
     results = []
     try:
         stack.start(web_workers=args.web_workers)
         stack.start_agent("bench-agent", ["default"], concurrency=8)
-        for scenario in (
-            lambda: scenario_chain(stack, 40, args.runs, warmup=2),
-            lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
-            lambda: scenario_burst(stack, args.burst),
-            lambda: scenario_floor(stack, 40, args.runs),
-        ):
+        scenarios = {
+            "W1": lambda: scenario_chain(stack, 40, args.runs, warmup=2),
+            "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
+            "W3": lambda: scenario_burst(stack, args.burst),
+            "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
+            "FLOOR": lambda: scenario_floor(stack, 40, args.runs),
+        }
+        for name, scenario in scenarios.items():
+            if wanted and name not in wanted:
+                continue
             result = scenario()
             results.append(result)
             print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)

@@ -92,8 +92,17 @@ def lock_execution(execution_id) -> Execution:
 class Advancer:
     """Applies engine plans to one locked execution inside the caller's transaction."""
 
-    def __init__(self, execution: Execution, spec: WorkflowSpec, recorder: EventRecorder) -> None:
+    def __init__(
+        self,
+        execution: Execution,
+        spec: WorkflowSpec,
+        recorder: EventRecorder,
+        *,
+        handoff_to=None,
+    ) -> None:
         self.execution = execution
+        self.handoff_to = handoff_to
+        self.handed_off: Job | None = None
         self.spec = spec
         self.recorder = recorder
         self.now = recorder.now
@@ -562,6 +571,7 @@ class Advancer:
             ]
         )
         if self.new_jobs:
+            self.hand_off()
             Job.objects.bulk_create(self.new_jobs)
             publish_after_commit(
                 [
@@ -575,6 +585,32 @@ class Advancer:
         for callback in self.after_commit:
             transaction.on_commit(callback)
         self.after_commit = []
+
+    def hand_off(self) -> None:
+        """Claim one new job for the agent whose report made it ready (it offered its freed
+        slot), in this transaction: that job is never published, so no other agent sees it."""
+        agent = self.handoff_to
+        if agent is None or self.handed_off is not None:
+            return
+        queues = agent.queues
+        for job in self.new_jobs:
+            if job.status == JobStatus.PENDING and job.not_before is None and job.queue in queues:
+                now = timezone.now()
+                job.status = JobStatus.RUNNING
+                job.agent = agent
+                job.lease = uuid.uuid4()
+                job.started_at = job.dispatched_at = now
+                job.wait_reason = ""
+                self.handed_off = job
+                self.recorder.add(
+                    "job.claimed",
+                    f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name} "
+                    "(handed over with its last report)",
+                    node_id=job.node_id,
+                    job_id=job.pk,
+                    data={"agent": agent.name, "handoff": True},
+                )
+                return
 
 
 def start_execution(
@@ -638,21 +674,26 @@ def retry_delay(node: NodeSpec, attempt: int) -> float:
     return node.retries.delay_for(attempt)
 
 
-def settle_job(execution: Execution, job: Job, recorder: EventRecorder) -> None:
+def settle_job(
+    execution: Execution, job: Job, recorder: EventRecorder, *, handoff_to=None
+) -> Job | None:
     """Advance the graph after `job` reached a terminal state (retry, follow edges, finish).
-    After the execution has ended, an in-flight job's result is still recorded on its node."""
+    After the execution has ended, an in-flight job's result is still recorded on its node.
+
+    With `handoff_to` (an agent), one job made ready here is claimed for that agent and
+    returned (see `Advancer.hand_off`)."""
     spec = spec_for_version(execution.version)
     node = spec.nodes[job.node_id]
-    advancer = Advancer(execution, spec, recorder)
+    advancer = Advancer(execution, spec, recorder, handoff_to=handoff_to)
     if advancer.states.get(job.node_id, NodeState(NodeStatus.PENDING)).status != (
         NodeStatus.RUNNING
     ):
-        return
+        return None
     if execution.is_terminal:
         outcome = "success" if job.status == JobStatus.COMPLETED else "error"
         advancer.resolve(job.node_id, outcome, "" if outcome == "success" else job.error)
         advancer.save()
-        return
+        return None
     if job.status == JobStatus.COMPLETED:
         advancer.outputs_cache = {job.node_id: job_output(job)}
         advancer.resolve(job.node_id, "success")
@@ -674,7 +715,7 @@ def settle_job(execution: Execution, job: Job, recorder: EventRecorder) -> None:
             )
             advancer.queue_job(node, job.attempt + 1, not_before)
             advancer.save()
-            return
+            return advancer.handed_off
         advancer.resolve(job.node_id, "error", reason)
         recorder.add(
             "node.failed",
@@ -684,6 +725,7 @@ def settle_job(execution: Execution, job: Job, recorder: EventRecorder) -> None:
             job_id=job.pk,
         )
     advancer.advance()
+    return advancer.handed_off
 
 
 def settle_child(child_id) -> None:

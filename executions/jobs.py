@@ -7,10 +7,11 @@ a conflict (fencing), and repeating an already applied report is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -125,22 +126,56 @@ def claim_job(agent, job_id) -> Job:
             raise ExecutionConflict(f"job {job_id} is not due before {job.not_before}")
         raise ExecutionConflict(f"job {job_id} is already {job.status}")
     recorder = EventRecorder(job.execution_id, now)
+    record_claim(recorder, job, agent)
+    recorder.flush()
+    return prepare_claim(job)
+
+
+def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = False) -> None:
+    how = " (handed over with its last report)" if handoff else ""
     recorder.add(
         "job.claimed",
-        f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name}",
+        f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name}{how}",
         node_id=job.node_id,
         job_id=job.pk,
-        data={"agent": agent.name},
+        data={"agent": agent.name, "handoff": handoff} if handoff else {"agent": agent.name},
     )
-    recorder.flush()
+
+
+def prepare_claim(job: Job) -> Job:
+    """Attach what the claim response carries beyond the row: params rendered with secret
+    values (never stored) and the values to mask. A job whose secrets cannot be delivered is
+    failed and ExecutionConflict raised."""
     job.claim_params, job.claim_mask = job.params, []
     if job.secrets:
         try:
             job.claim_params, job.claim_mask = deliver_secrets(job)
         except (TemplateError, SecretDecryptionError) as error:
             fail_job(job.pk, f"cannot deliver secrets: {error}")
-            raise ExecutionConflict(f"job {job_id} cannot run: {error}") from error
+            raise ExecutionConflict(f"job {job.pk} cannot run: {error}") from error
     return job
+
+
+def claim_next_job(agent) -> Job | None:
+    """Pull the oldest due job of the agent's queues (its doorbell may still be in the broker;
+    the claim makes that message a no-op). Locked rows are skipped, so concurrent pulls never
+    wait on each other; `None` when nothing is due."""
+    now = timezone.now()
+    with transaction.atomic():
+        job_id = (
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("queued_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if job_id is None:
+            return None
+        try:
+            return claim_job(agent, job_id)
+        except ExecutionConflict:
+            return None
 
 
 def deliver_secrets(job: Job) -> tuple[dict[str, Any], list[str]]:
@@ -292,9 +327,43 @@ def apply_result_checks(advancer: Advancer, job: Job) -> None:
         job.error = "; ".join(reasons)
 
 
+@dataclass
+class ReportOutcome:
+    job: Job
+    applied: bool
+    next_job: Job | None = None
+
+
 def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
     """Apply an agent's final report. Returns (job, applied); a repeat of an applied report is a
     no-op, a report from a stale or superseded lease raises ExecutionConflict (fencing)."""
+    outcome = apply_report(agent, job_id, report)
+    return outcome.job, outcome.applied
+
+
+def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
+    """Apply a report and give the reporting agent's freed slot its next job at once.
+
+    A job this report made ready is claimed for the agent inside the report's transaction (it is
+    never published to the broker); otherwise the oldest due job of its queues is pulled. This
+    saves the broker round trip and a claim request per step of a chain. A repeated report
+    hands nothing over; a handed-over job whose response got lost is reclaimed through the
+    heartbeat (see `reclaim_orphaned_jobs`)."""
+    outcome = apply_report(agent, job_id, report, handoff_to=agent)
+    if not outcome.applied:
+        return outcome
+    if outcome.next_job is None:
+        outcome.next_job = claim_next_job(agent)
+    else:
+        try:
+            prepare_claim(outcome.next_job)
+        except ExecutionConflict:
+            outcome.next_job = None
+    return outcome
+
+
+def apply_report(agent, job_id, report: JobReport, *, handoff_to=None) -> ReportOutcome:
+    """The report transaction: fence, store the result masked, check it, settle the node."""
     status = RESULT_STATUSES.get(report.status)
     if status is None:
         raise ValueError(report.status)
@@ -315,7 +384,7 @@ def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
             raise ExecutionConflict("lease is stale or superseded")
         if job.status != JobStatus.RUNNING or job.agent_id != agent.pk:
             if job.status in (status, JobStatus.FAILED):
-                return job, False
+                return ReportOutcome(job, False)
             raise ExecutionConflict(f"job is already {job.status}")
         forms = secret_forms(job.secrets, job.execution_id)
         limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
@@ -358,9 +427,11 @@ def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
             job_id=job.pk,
             data={"status": job.status, "exit_code": job.exit_code, "duration_ms": job.duration_ms},
         )
-        settle_job(execution, job, recorder)
+        handed = settle_job(execution, job, recorder, handoff_to=handoff_to)
         recorder.flush()
-    return job, True
+    if handed is not None:
+        handed.execution = execution
+    return ReportOutcome(job, True, handed)
 
 
 @dataclass
@@ -450,6 +521,28 @@ def jobs_to_kill(agent) -> list[str]:
             agent=agent, status=JobStatus.RUNNING, kill_requested_at__isnull=False
         ).values_list("id", flat=True)
     ]
+
+
+def reclaim_orphaned_jobs(agent, running_jobs: list[str], now=None) -> list[str]:
+    """Fail (as agent lost, so retries apply) the jobs held as running on `agent` that its
+    heartbeat no longer lists although they were claimed well before it: a claim or hand-over
+    whose response never reached the agent. Returns their ids."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=max(30.0, 3 * settings.SWITCHYARD_HEARTBEAT_INTERVAL))
+    reported = set()
+    for raw in running_jobs:
+        with contextlib.suppress(ValueError):
+            reported.add(uuid.UUID(str(raw)))
+    orphans = [
+        job_id
+        for job_id in Job.objects.filter(
+            agent=agent, status=JobStatus.RUNNING, started_at__lt=now - grace
+        ).values_list("pk", flat=True)
+        if job_id not in reported
+    ]
+    for job_id in orphans:
+        fail_job(job_id, f"agent lost the job: {agent.name} no longer reports it running", now=now)
+    return [str(job_id) for job_id in orphans]
 
 
 def fail_job(job_id, error: str, status: str = JobStatus.FAILED, now=None) -> bool:

@@ -14,20 +14,28 @@ Groups and messages (the `type` selects the consumer handler, dots becoming unde
 - `agents`: `{"type": "agents.changed", "agent": <name>}` (heartbeats after silence, running jobs
   changing, and the sweeper noticing an agent went offline)
 Publishing never fails a request: the database is the truth and clients can always catch up.
+Execution events leave the request path: a per-process publisher thread sends them, merging
+what piled up for the same execution into one message (see `BackgroundPublisher`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import queue
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 logger = logging.getLogger("switchyard.live")
+_publisher_thread = threading.local()
 
 
 def send(group: str, message: dict[str, Any]) -> None:
@@ -38,9 +46,64 @@ def send(group: str, message: dict[str, Any]) -> None:
         return
     try:
         message = json.loads(json.dumps(message, cls=DjangoJSONEncoder))
-        async_to_sync(layer.group_send)(group, message)
+        loop = getattr(_publisher_thread, "loop", None)
+        if loop is not None:
+            loop.run_until_complete(layer.group_send(group, message))
+        else:
+            async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.warning("live update to %s failed; clients will catch up", group, exc_info=True)
+
+
+class BackgroundPublisher:
+    """Sends execution events from a daemon thread with its own event loop (so the channel
+    layer keeps one Redis connection), off the request and task paths. Everything queued
+    meanwhile for one execution goes out as one message: fewer queries and sends in bursts."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, list]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def submit(self, execution_id, created: list) -> None:
+        self._ensure_running()
+        self._queue.put((execution_id, created))
+
+    def _ensure_running(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._run, name="switchyard-live", daemon=True
+                )
+                self._pid = os.getpid()
+                self._thread.start()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        _publisher_thread.loop = loop
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            merged: dict[Any, list] = {}
+            for execution_id, created in batch:
+                merged.setdefault(execution_id, []).extend(created)
+            for execution_id, created in merged.items():
+                try:
+                    publish_events(execution_id, created)
+                except Exception:
+                    logger.warning("live update of %s failed", execution_id, exc_info=True)
+            close_old_connections()
+
+
+background_publisher = BackgroundPublisher()
 
 
 def execution_group(execution_id) -> str:
@@ -49,7 +112,11 @@ def execution_group(execution_id) -> str:
 
 def publish_events_after_commit(execution_id, created: list) -> None:
     """After commit, push the new log events of one execution and its list row."""
-    if created:
+    if not created:
+        return
+    if settings.SWITCHYARD_LIVE_IN_BACKGROUND:
+        transaction.on_commit(lambda: background_publisher.submit(execution_id, created))
+    else:
         transaction.on_commit(lambda: publish_events(execution_id, created))
 
 

@@ -144,6 +144,8 @@ CELERY_TIMEZONE = "UTC"
 
 # The broker URL handed to agents at registration (they may sit behind another address).
 SWITCHYARD_AGENT_BROKER_URL = os.environ.get("SWITCHYARD_AGENT_BROKER_URL", CELERY_BROKER_URL)
+# Send live execution events from a background thread per process (off the request path).
+SWITCHYARD_LIVE_IN_BACKGROUND = env_bool("SWITCHYARD_LIVE_IN_BACKGROUND", True)
 SWITCHYARD_HEARTBEAT_INTERVAL = float(os.environ.get("SWITCHYARD_HEARTBEAT_INTERVAL", "10"))
 SWITCHYARD_DEFAULT_POOL = os.environ.get("SWITCHYARD_DEFAULT_POOL", "default")
 # Jobs still `pending` this long after commit were never published (crash between commit and

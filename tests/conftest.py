@@ -23,6 +23,15 @@ def api(admin_user) -> APIClient:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def live_events_sent_inline():
+    """In-process tests see live messages synchronously (and no thread outlives a test's
+    database); the end-to-end suites run the real processes with the background publisher."""
+    from django.conf import settings
+
+    settings.SWITCHYARD_LIVE_IN_BACKGROUND = False
+
+
+@pytest.fixture(autouse=True, scope="session")
 def celery_runs_tasks_inline():
     """In-process tests run control-worker tasks (e.g. notifications) inline; the end-to-end
     suites use a real worker."""

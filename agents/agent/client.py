@@ -159,6 +159,36 @@ class JobSpec:
             raise InvalidJobSpec(str(exc), lease) from exc
 
 
+@dataclass(frozen=True)
+class CompleteReply:
+    """The answer to a final report: whether it was accepted and, when the agent offered its
+    slot (``accept_next``), the next job already claimed for it (or why that one is unusable).
+    Truthy exactly when the report was accepted."""
+
+    accepted: bool
+    next: JobSpec | None = None
+    next_error: InvalidJobSpec | None = None
+    next_job_id: str = ""
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> CompleteReply:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        data = body.get("next") if isinstance(body, dict) else None
+        if not data:
+            return cls(True)
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        try:
+            return cls(True, JobSpec.from_claim(str(job_id or ""), data))
+        except InvalidJobSpec as exc:
+            return cls(True, next_error=exc, next_job_id=str(job_id or ""))
+
+
 def _canonical_id(value: Any) -> str:
     try:
         return str(uuid.UUID(str(value)))
@@ -252,35 +282,45 @@ class AgentClient:
         Returns ``True`` once accepted, ``False`` if the server refused it for good (409 for a
         stale lease, other 4xx) or the retry budget ran out.
         """
+        return self._send_report(job_id, dict(report)) is not None
+
+    def complete_and_take_next(self, job_id: str, report: Mapping[str, Any]) -> CompleteReply:
+        """``complete``, offering this job's slot: the reply may carry the next job, already
+        claimed for this agent, which saves a broker round trip and a claim."""
+        response = self._send_report(job_id, dict(report) | {"accept_next": True})
+        return None if response is None else CompleteReply.from_response(response)
+
+    def _send_report(self, job_id: str, body: dict[str, Any]) -> httpx.Response | None:
+        """POST a final report until accepted (the response) or refused for good (``None``)."""
         delays = backoff_delays(self.report_retry_budget)
         while True:
             try:
-                response = self._http.post(f"/jobs/{job_id}/complete", json=dict(report))
+                response = self._http.post(f"/jobs/{job_id}/complete", json=body)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return True
+                    return response
                 if status == 409:
                     logger.warning(
                         "report for job %s refused: lease is stale or superseded (%s)",
                         job_id,
                         ApiError.from_response(response).detail,
                     )
-                    return False
+                    return None
                 if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
                     logger.error(
                         "report for job %s rejected, not retrying: %s",
                         job_id,
                         ApiError.from_response(response),
                     )
-                    return False
+                    return None
                 problem = str(ApiError.from_response(response))
             delay = next(delays, None)
             if delay is None:
                 logger.error("giving up reporting job %s: %s", job_id, problem)
-                return False
+                return None
             logger.warning(
                 "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
             )

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from agents.agent.actions import (
     OutputSink,
     kill_process_group,
 )
-from agents.agent.client import AgentClient, InvalidJobSpec, JobSpec
+from agents.agent.client import AgentClient, CompleteReply, InvalidJobSpec, JobSpec
 from agents.agent.masking import mask_secrets
 from agents.agent.streaming import OutputStreamer
 
@@ -150,11 +151,30 @@ class _ActiveJob:
 class Runner:
     """Runs claimed jobs and keeps the registry of in-flight jobs for heartbeats and kills."""
 
+    HANDED_OVER_MEMORY = 10_000
+
     def __init__(self, slots: int = 4, *, kill_grace: float = KILL_GRACE_S):
         self.slots = slots
         self.kill_grace = kill_grace
         self._lock = threading.Lock()
         self._jobs: dict[str, _ActiveJob] = {}
+        self._handed_over: OrderedDict[str, None] = OrderedDict()
+        self.draining = threading.Event()
+
+    def accepts_handover(self) -> bool:
+        """Whether a finishing job may take its next job with its report (not while stopping)."""
+        return not self.draining.is_set()
+
+    def remember_handover(self, job_id: str) -> None:
+        """A job received with a report: its broker doorbell, if any, must be skipped."""
+        with self._lock:
+            self._handed_over[job_id] = None
+            while len(self._handed_over) > self.HANDED_OVER_MEMORY:
+                self._handed_over.popitem(last=False)
+
+    def was_handed_over(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._handed_over
 
     def running_jobs(self) -> list[str]:
         with self._lock:
@@ -332,19 +352,37 @@ def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResul
         logger.warning("dropping message with an invalid job id %r", str(job_id)[:100])
         return None
 
+    if runner.was_handed_over(job_id):
+        logger.debug("job %s was handed over with a report already; skipping its doorbell", job_id)
+        return None
     try:
         spec = client.claim(job_id)
     except InvalidJobSpec as exc:
         logger.error("job %s: unusable claim response: %s", job_id, exc)
-        if exc.lease is None:
-            return None
-        now = _now()
-        result = ActionResult.failure(f"invalid job spec: {exc}")
-        client.complete(job_id, _report(exc.lease, result, now, now))
-        return result
-    if spec is None:
-        return None
+        return _refuse_invalid_spec(job_id, exc, client)
+    result = None
+    while spec is not None:
+        result, spec = _run_claimed(spec, client, runner)
+    return result
 
+
+def _refuse_invalid_spec(
+    job_id: str, exc: InvalidJobSpec, client: AgentClient
+) -> ActionResult | None:
+    if exc.lease is None:
+        return None
+    now = _now()
+    result = ActionResult.failure(f"invalid job spec: {exc}")
+    client.complete(job_id, _report(exc.lease, result, now, now))
+    return result
+
+
+def _run_claimed(
+    spec: JobSpec, client: AgentClient, runner: Runner
+) -> tuple[ActionResult, JobSpec | None]:
+    """Run one claimed job and report it, offering the slot for the next job when allowed.
+    Returns the result and the next job handed over with the report, if any."""
+    job_id = spec.job_id
     logger.info("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
     streamer = open_output_stream(spec, client, lambda reason: runner.cancel(job_id, reason))
     with runner.track(job_id):
@@ -355,8 +393,18 @@ def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResul
             streamer.close()  # the report must follow the last live chunk
         finished_at = _now()
         logger.info("job %s finished: %s %s", job_id, result.status, result.error or "")
-        client.complete(job_id, _report(spec.lease, result, started_at, finished_at))
-    return result
+        report = _report(spec.lease, result, started_at, finished_at)
+        if runner.accepts_handover():
+            reply = client.complete_and_take_next(job_id, report)
+        else:
+            reply = CompleteReply(client.complete(job_id, report))
+    if reply.next_error is not None:
+        logger.error("job handed over after %s is unusable: %s", job_id, reply.next_error)
+        if reply.next_job_id:
+            _refuse_invalid_spec(reply.next_job_id, reply.next_error, client)
+    if reply.next is not None:
+        runner.remember_handover(reply.next.job_id)
+    return result, reply.next
 
 
 def open_output_stream(

@@ -10,6 +10,7 @@ import time
 import httpx
 from celery import Celery
 from celery.exceptions import Reject
+from celery.signals import worker_shutting_down
 from celery.worker.control import control_command
 
 from agents.agent.actions import KILLED
@@ -149,6 +150,11 @@ def run_worker(
     runner = Runner(slots=concurrency)
     app = create_app(config, client, runner, concurrency=concurrency)
     heartbeat = Heartbeat(client, runner, config.heartbeat_interval)
+
+    def stop_taking_handovers(**_: object) -> None:
+        runner.draining.set()
+
+    worker_shutting_down.connect(stop_taking_handovers, weak=False)
     global current_heartbeat
     current_heartbeat = heartbeat
     worker = app.Worker(

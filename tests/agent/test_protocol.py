@@ -368,3 +368,79 @@ def test_claim_response_fields_for_streaming_and_network(job_id: str) -> None:
 def test_malformed_new_claim_fields_are_invalid(job_id: str, extra: dict[str, Any]) -> None:
     with pytest.raises(InvalidJobSpec):
         JobSpec.from_claim(job_id, _spec(job_id, "true", **extra))
+
+
+def test_report_takes_the_next_job_and_its_doorbell_is_skipped(
+    control_plane: FakeControlPlane,
+    client: AgentClient,
+    runner: Runner,
+    job_id: str,
+    tmp_path: Path,
+) -> None:
+    """A report offers the freed slot; the job handed back runs in the same task, and its
+    broker doorbell arriving later is dropped without any request."""
+    second = str(uuid.uuid4())
+    marker = tmp_path / "ran"
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/claim", (200, _spec(job_id, "true")))
+    control_plane.respond(
+        f"/api/agent/v1/jobs/{job_id}/complete",
+        (
+            200,
+            {
+                "job_id": job_id,
+                "status": "completed",
+                "applied": True,
+                "next": _spec(second, f"echo $SWITCHYARD_JOB_ID > {marker}"),
+            },
+        ),
+    )
+    control_plane.respond(
+        f"/api/agent/v1/jobs/{second}/complete",
+        (200, {"job_id": second, "status": "completed", "applied": True, "next": None}),
+    )
+    control_plane.respond(f"/api/agent/v1/jobs/{second}/output", OutputCollector())
+
+    result = execute_job(job_id, client, runner)
+
+    assert result is not None and result.status == "completed"
+    assert marker.read_text().strip() == second
+    completes = [r for r in control_plane.requests if r.path.endswith("/complete")]
+    assert [r.path for r in completes] == [
+        f"/api/agent/v1/jobs/{job_id}/complete",
+        f"/api/agent/v1/jobs/{second}/complete",
+    ]
+    assert all(r.body["accept_next"] is True for r in completes)
+    assert completes[1].body["lease"] == "lease-abc"
+    before = len(control_plane.requests)
+    assert execute_job(second, client, runner) is None
+    assert len(control_plane.requests) == before
+
+
+def test_a_stopping_agent_takes_no_next_job(
+    control_plane: FakeControlPlane, client: AgentClient, runner: Runner, job_id: str
+) -> None:
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/claim", (200, _spec(job_id, "true")))
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/complete", (200, {"applied": True}))
+    runner.draining.set()
+
+    assert execute_job(job_id, client, runner) is not None
+    (complete,) = control_plane.calls(f"/api/agent/v1/jobs/{job_id}/complete")
+    assert "accept_next" not in complete.body
+
+
+def test_an_unusable_handed_over_job_is_reported_failed(
+    control_plane: FakeControlPlane, client: AgentClient, runner: Runner, job_id: str
+) -> None:
+    second = str(uuid.uuid4())
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/claim", (200, _spec(job_id, "true")))
+    broken = _spec(second, "true", params="not an object")
+    control_plane.respond(
+        f"/api/agent/v1/jobs/{job_id}/complete", (200, {"applied": True, "next": broken})
+    )
+    control_plane.respond(f"/api/agent/v1/jobs/{second}/complete", (200, {"applied": True}))
+
+    execute_job(job_id, client, runner)
+
+    (report,) = control_plane.calls(f"/api/agent/v1/jobs/{second}/complete")
+    assert report.body["status"] == "failed" and "invalid job spec" in report.body["error"]
+    assert report.body["lease"] == "lease-abc"

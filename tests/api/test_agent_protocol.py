@@ -110,6 +110,87 @@ def test_claim_complete_advances_the_graph(execution, agent_token):
     assert execution.nodes["first"]["status"] == "completed"
 
 
+def test_report_hands_the_job_it_made_ready_to_the_reporting_agent(
+    execution, agent_token, django_capture_on_commit_callbacks, monkeypatch
+):
+    """`accept_next`: the next job is claimed for the reporter in the report's transaction and
+    never published; a repeated report hands nothing over again."""
+    published = []
+    monkeypatch.setattr(
+        "executions.dispatch.app.send_task", lambda *a, **kw: published.append(kw["queue"])
+    )
+    client = agent_client(agent_token)
+    client.post("/api/agent/v1/heartbeat", {"running_jobs": []}, format="json")
+    first = Job.objects.get(execution=execution, node_id="first")
+    spec = client.post(f"/api/agent/v1/jobs/{first.pk}/claim").json()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = complete(
+            client, first.pk, spec["lease"], outputs={"value": "7"}, accept_next=True
+        )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    second = Job.objects.get(execution=execution, node_id="second")
+    assert body["applied"] is True
+    assert body["next"]["job_id"] == str(second.pk)
+    assert body["next"]["params"] == {"command": "echo got 7"}
+    assert body["next"]["lease"] == str(second.lease)
+    assert second.status == "running" and second.agent.name == "a1"
+    assert published == []
+    kinds = list(execution.events.filter(job_id=second.pk).values_list("kind", flat=True))
+    assert kinds == ["job.queued", "template.resolved", "job.claimed"]
+
+    repeat = complete(client, first.pk, spec["lease"], outputs={"value": "7"}, accept_next=True)
+    assert repeat.json()["applied"] is False and repeat.json()["next"] is None
+
+    done = complete(client, second.pk, body["next"]["lease"], accept_next=True)
+    assert done.json()["next"] is None
+    execution.refresh_from_db()
+    assert execution.status == "completed"
+
+
+def test_a_report_with_nothing_made_ready_pulls_the_oldest_due_job(api, agent_token):
+    create_workflow(CHAIN)
+    runs = [api.post("/api/v1/workflows/chain/execute/", {}, format="json").json() for _ in "ab"]
+    client = agent_client(agent_token)
+    older, newer = (Job.objects.get(execution_id=run["id"]) for run in runs)
+    spec = client.post(f"/api/agent/v1/jobs/{newer.pk}/claim").json()
+    failed = complete(
+        client, newer.pk, spec["lease"], status="failed", exit_code=3, accept_next=True
+    )
+    assert failed.json()["next"]["job_id"] == str(older.pk)
+    older.refresh_from_db()
+    assert older.status == "running" and older.agent.name == "a1"
+    assert client.post(f"/api/agent/v1/jobs/{older.pk}/claim").status_code == 409
+
+
+def test_heartbeat_reclaims_running_jobs_the_agent_no_longer_has(execution, agent_token):
+    """A claim whose response got lost: the agent's heartbeats never list the job, so once it is
+    older than the grace it is failed as agent lost (and a retry would follow)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client = agent_client(agent_token)
+    first = Job.objects.get(execution=execution, node_id="first")
+    client.post(f"/api/agent/v1/jobs/{first.pk}/claim")
+    heartbeat = {"running_jobs": [], "version": "t", "load": {}}
+    assert client.post("/api/agent/v1/heartbeat", heartbeat, format="json").status_code == 200
+    first.refresh_from_db()
+    assert first.status == "running"
+
+    Job.objects.filter(pk=first.pk).update(started_at=timezone.now() - timedelta(minutes=5))
+    listed = heartbeat | {"running_jobs": [str(first.pk)]}
+    client.post("/api/agent/v1/heartbeat", listed, format="json")
+    first.refresh_from_db()
+    assert first.status == "running"
+
+    client.post("/api/agent/v1/heartbeat", heartbeat, format="json")
+    first.refresh_from_db()
+    assert first.status == "failed" and first.error_kind == "agent_lost"
+    assert "no longer reports it running" in first.error
+
+
 @pytest.mark.django_db
 def test_claim_refuses_other_queues_unknown_jobs_and_bad_tokens(execution, agent_token):
     _, other = register_agent(enrollment_token=None, name="a2", pools=["gpu"], labels={})
