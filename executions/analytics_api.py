@@ -127,10 +127,17 @@ class FlakyNodeSerializer(serializers.Serializer):
     node = serializers.CharField()
     runs = serializers.IntegerField(help_text="Executions in the window that ran this node.")
     flaky_runs = serializers.IntegerField(help_text="Runs where a retry passed after a failure.")
+    alternating_runs = serializers.IntegerField(
+        help_text="Runs whose outcome differs from the previous run of the node on the same "
+        "version with the same inputs."
+    )
     failed_runs = serializers.IntegerField(help_text="Runs where the node failed for good.")
-    share = serializers.FloatField(allow_null=True, help_text="flaky_runs / runs.")
+    share = serializers.FloatField(
+        allow_null=True, help_text="Runs that were flaky or alternating / runs."
+    )
     evidence = serializers.ListField(
-        child=serializers.UUIDField(), help_text="Up to 5 flaky execution ids, newest first."
+        child=serializers.UUIDField(),
+        help_text="Up to 5 flaky or alternating execution ids, newest first.",
     )
 
 
@@ -201,7 +208,8 @@ class SummaryView(APIView):
 class FlakyView(APIView):
     @extend_schema(
         operation_id="analytics_flaky",
-        summary="Flaky nodes: failed, then passed on a retry in the same execution",
+        summary="Flaky nodes: passed on a retry, or alternated pass/fail on the same version "
+        "and inputs",
         tags=TAGS,
         parameters=WINDOW_PARAMETERS,
         responses={200: FlakyReportSerializer, **error_responses(400, 401)},

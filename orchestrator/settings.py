@@ -264,6 +264,7 @@ STATIC_URL = "static/"
 # Only the distributables the UI loads are exposed, under /static/vendor/<name>/.
 STATICFILES_DIRS = [
     ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
 ]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 # WhiteNoise serves static files from the ASGI app itself; finders avoid a collectstatic step,
