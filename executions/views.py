@@ -609,3 +609,48 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "pools": AgentPool.objects.count(),
     }
     return render(request, "settings.html", context)
+
+
+# --------------------------------------------------------------------- run diff, failure diagnosis
+
+
+@login_required
+@require_GET
+def execution_diff(request: HttpRequest, execution_id: str) -> HttpResponse:
+    """Two runs side by side (`?against=` another id or `last_success`)."""
+    from rest_framework.exceptions import ValidationError
+
+    from executions.diff_api import executions_with_version, resolve_against
+    from executions.run_diff import compare
+
+    execution = get_object_or_404(executions_with_version(), pk=parse_uuid_or_404(execution_id))
+    try:
+        other = resolve_against(execution, request.GET.get("against"))
+    except ValidationError as error:
+        context = {"execution": execution, "problem": error.detail["against"][0]}
+        return render(request, "executions/diff.html", context, status=400)
+    context = {"execution": execution, "diff": compare(other, execution)}
+    return render(request, "executions/diff.html", context)
+
+
+@login_required
+def execution_diagnosis(request: HttpRequest, execution_id: str) -> HttpResponse:
+    """The rule-based diagnosis of a failed run; POST asks the configured LLM as well."""
+    from executions import llm_analysis
+    from executions.analytics_api import diagnosis_with_llm
+    from executions.diagnosis import DIAGNOSABLE
+
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    execution = get_object_or_404(
+        Execution.objects.select_related("workflow", "version"), pk=parse_uuid_or_404(execution_id)
+    )
+    if execution.status not in DIAGNOSABLE:
+        context = {"execution": execution, "problem": f"The execution is {execution.status}."}
+        return render(request, "executions/diagnosis.html", context, status=409)
+    ask = request.method == "POST" and llm_analysis.enabled()
+    context = {
+        "execution": execution,
+        "diagnosis": diagnosis_with_llm(execution, request.user, ask),
+    }
+    return render(request, "executions/diagnosis.html", context)
