@@ -210,6 +210,8 @@ def generate(spec: HistorySpec) -> dict[str, int]:
     }
     pool_index = {pool: p for p, pool in enumerate(sorted({w[3] for w in workflows}))}
     with transaction.atomic(), connection.cursor() as cursor:
+        # ON COMMIT DROP does not fire inside an outer transaction (tests): drop them here too.
+        cursor.execute("DROP TABLE IF EXISTS hist_workflow, hist_agent, hist_plan")
         cursor.execute("SELECT setseed(%s)", [spec.seed])
         cursor.execute(
             "CREATE TEMP TABLE hist_workflow (idx int, workflow_id bigint, version_ids bigint[], "
