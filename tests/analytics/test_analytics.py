@@ -244,3 +244,20 @@ def test_alternation_counts_only_runs_on_the_same_version_and_inputs(api, db):
     )
     assert node["share"] == round(2 / 7, 4)
     assert node["evidence"] == [str(runs[2].pk), str(runs[1].pk)]
+
+
+def test_summary_query_count_does_not_grow_with_the_data(api, data):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get("/api/v1/analytics/summary/").status_code == 200
+        return len(queries)
+
+    before = count()
+    extra_agent = agent("agent-extra")
+    for hour in range(5):
+        execution = run(data["beta"], "completed", DAY2 + timedelta(hours=hour))
+        job(execution, "build", 1, "completed", extra_agent, pool=f"pool-{hour}", duration_ms=10)
+    assert count() == before
