@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast lint format clean bench
+.PHONY: bootstrap run test test-fast lint format clean bench bench-history
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,7 @@ clean:
 ## Benchmarks against the real stack (PostgreSQL + Redis on 127.0.0.1); prints one line each.
 bench: bootstrap
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+## Analytics, list and detail latency on 1M executions / 5M jobs (BENCH_HISTORY_DATABASE_URL).
+bench-history: bootstrap
+	$(PY) -m bench.history $(BENCH_ARGS)

@@ -173,37 +173,7 @@ def summary(window: Window) -> dict[str, Any]:
         .order_by("workflow__slug", "day")
     ]
 
-    jobs = window.jobs()
-    usage = {
-        "jobs": Count("id"),
-        "failed": Count("id", filter=Q(status__in=[JobStatus.FAILED, JobStatus.TIMEOUT])),
-        "busy_ms": Sum("duration_ms"),
-    }
-    agent_utilisation = [
-        {
-            "agent": row["agent__name"],
-            "jobs": row["jobs"],
-            "failed": row["failed"],
-            "busy_ms": row["busy_ms"] or 0,
-        }
-        for row in jobs.filter(agent__isnull=False)
-        .values("agent__name")
-        .annotate(**usage)
-        .order_by("-busy_ms", "agent__name")
-    ]
-    pool_utilisation = [
-        {
-            "pool": row["pool"],
-            "jobs": row["jobs"],
-            "failed": row["failed"],
-            "busy_ms": row["busy_ms"] or 0,
-        }
-        for row in jobs.exclude(pool="")
-        .filter(agent__isnull=False)
-        .values("pool")
-        .annotate(**usage)
-        .order_by("-busy_ms", "pool")
-    ]
+    agent_utilisation, pool_utilisation = utilisation(window)
 
     return {
         "since": window.since,
@@ -228,37 +198,90 @@ def summary(window: Window) -> dict[str, Any]:
     }
 
 
+def utilisation(window: Window) -> tuple[list[dict], list[dict]]:
+    """Jobs, failures and busy time per agent and per pool, from ONE grouped scan of the
+    window's jobs by (agent, pool): the groups are few, the jobs many."""
+    rows = (
+        window.jobs()
+        .filter(agent__isnull=False)
+        .values("agent__name", "pool")
+        .annotate(
+            jobs=Count("id"),
+            failed=Count("id", filter=Q(status__in=[JobStatus.FAILED, JobStatus.TIMEOUT])),
+            busy_ms=Sum("duration_ms"),
+        )
+    )
+    agents: dict[str, dict] = {}
+    pools: dict[str, dict] = {}
+    for row in rows:
+        keyed = [(agents, "agent", row["agent__name"])]
+        if row["pool"]:
+            keyed.append((pools, "pool", row["pool"]))
+        for table, key, name in keyed:
+            entry = table.setdefault(name, {key: name, "jobs": 0, "failed": 0, "busy_ms": 0})
+            entry["jobs"] += row["jobs"]
+            entry["failed"] += row["failed"]
+            entry["busy_ms"] += row["busy_ms"] or 0
+
+    def ranked(table: dict[str, dict], key: str) -> list[dict]:
+        return sorted(table.values(), key=lambda entry: (-entry["busy_ms"], entry[key]))
+
+    return ranked(agents, "agent"), ranked(pools, "pool")
+
+
 FLAKY_SQL = """
 WITH per_run AS (
-    SELECT w.slug AS workflow, j.node_id, j.execution_id, e.created_at,
+    SELECT w.slug AS workflow, j.node_id, j.execution_id, e.created_at, e.version_id,
+           md5(e.inputs::text) AS inputs_key,
            MIN(j.attempt) FILTER (WHERE j.status IN ('failed', 'timeout')) AS first_fail,
            MAX(j.attempt) FILTER (WHERE j.status = 'completed') AS last_ok
     FROM {job} j
     JOIN {execution} e ON e.id = j.execution_id
     JOIN {workflow} w ON w.id = e.workflow_id
     WHERE e.created_at >= %(since)s AND e.created_at < %(until)s {workflow_filter}
-    GROUP BY w.slug, j.node_id, j.execution_id, e.created_at
+    GROUP BY w.slug, j.node_id, j.execution_id, e.created_at, e.version_id, e.inputs
+), outcomes AS (
+    SELECT *,
+           CASE WHEN last_ok IS NOT NULL THEN true
+                WHEN first_fail IS NOT NULL THEN false END AS passed,
+           last_ok > first_fail AS retried_ok
+    FROM per_run
+), sequenced AS (
+    SELECT *,
+           LAG(passed) OVER (
+               PARTITION BY workflow, node_id, version_id, inputs_key
+               ORDER BY created_at, execution_id
+           ) AS previous_passed
+    FROM outcomes
+    WHERE passed IS NOT NULL OR retried_ok
+), marked AS (
+    SELECT *, COALESCE(retried_ok, false) AS is_retry_flaky,
+           previous_passed IS NOT NULL AND previous_passed <> passed AS is_alternating
+    FROM sequenced
 )
 SELECT workflow, node_id,
        COUNT(*) AS runs,
-       COUNT(*) FILTER (WHERE last_ok > first_fail) AS flaky_runs,
-       COUNT(*) FILTER (
-           WHERE first_fail IS NOT NULL AND (last_ok IS NULL OR last_ok < first_fail)
-       ) AS failed_runs,
+       COUNT(*) FILTER (WHERE is_retry_flaky) AS flaky_runs,
+       COUNT(*) FILTER (WHERE is_alternating) AS alternating_runs,
+       COUNT(*) FILTER (WHERE NOT passed) AS failed_runs,
+       COUNT(*) FILTER (WHERE is_retry_flaky OR is_alternating) AS unstable_runs,
        (ARRAY_AGG(execution_id ORDER BY created_at DESC, execution_id)
-           FILTER (WHERE last_ok > first_fail))[1:%(evidence)s] AS evidence
-FROM per_run
+           FILTER (WHERE is_retry_flaky OR is_alternating))[1:%(evidence)s] AS evidence
+FROM marked
 GROUP BY workflow, node_id
-HAVING COUNT(*) FILTER (WHERE last_ok > first_fail) > 0
-ORDER BY flaky_runs DESC, workflow, node_id
+HAVING COUNT(*) FILTER (WHERE is_retry_flaky OR is_alternating) > 0
+ORDER BY unstable_runs DESC, workflow, node_id
 """
 
 
 def flaky_nodes(window: Window) -> dict[str, Any]:
-    """Nodes that failed and then passed on a retry within the same execution.
+    """Nodes whose outcome is unstable: retried to success, or alternating across runs.
 
     A run of a node is *flaky* when an attempt completed after an earlier attempt failed or
-    timed out. `runs` counts every execution in the window that ran the node at least once.
+    timed out in the same execution. It is *alternating* when its final outcome (passed or
+    failed) differs from the previous run of the same node on the same workflow version with
+    the same inputs. `runs` counts every execution in the window where the node passed or
+    failed; `share` is the part of them that were flaky or alternating.
     """
     from orchestrator.models import Workflow
 
@@ -288,8 +311,9 @@ def flaky_nodes(window: Window) -> dict[str, Any]:
                 "node": row["node_id"],
                 "runs": row["runs"],
                 "flaky_runs": row["flaky_runs"],
+                "alternating_runs": row["alternating_runs"],
                 "failed_runs": row["failed_runs"],
-                "share": ratio(row["flaky_runs"], row["runs"]),
+                "share": ratio(row["unstable_runs"], row["runs"]),
                 "evidence": [str(execution_id) for execution_id in row["evidence"] or []],
             }
             for row in rows

@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from executions import llm_analysis
 from executions.analytics import Window, flaky_nodes, summary
 from executions.api import EXECUTION_ID, NO_EXECUTION, parse_uuid
 from executions.diagnosis import DIAGNOSABLE, diagnose
@@ -127,10 +128,17 @@ class FlakyNodeSerializer(serializers.Serializer):
     node = serializers.CharField()
     runs = serializers.IntegerField(help_text="Executions in the window that ran this node.")
     flaky_runs = serializers.IntegerField(help_text="Runs where a retry passed after a failure.")
+    alternating_runs = serializers.IntegerField(
+        help_text="Runs whose outcome differs from the previous run of the node on the same "
+        "version with the same inputs."
+    )
     failed_runs = serializers.IntegerField(help_text="Runs where the node failed for good.")
-    share = serializers.FloatField(allow_null=True, help_text="flaky_runs / runs.")
+    share = serializers.FloatField(
+        allow_null=True, help_text="Runs that were flaky or alternating / runs."
+    )
     evidence = serializers.ListField(
-        child=serializers.UUIDField(), help_text="Up to 5 flaky execution ids, newest first."
+        child=serializers.UUIDField(),
+        help_text="Up to 5 flaky or alternating execution ids, newest first.",
     )
 
 
@@ -172,6 +180,22 @@ class HistorySerializer(serializers.Serializer):
     previous_failure = serializers.UUIDField(allow_null=True)
 
 
+class FailureAnalysisSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model = serializers.CharField()
+    answer = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True, help_text="Why the LLM gave no answer.")
+    prompt = serializers.CharField(help_text="What was sent (secrets masked).")
+    created_at = serializers.DateTimeField()
+
+
+class DiagnoseRequestSerializer(serializers.Serializer):
+    llm = serializers.BooleanField(
+        default=False,
+        help_text="Also ask the configured LLM (SWITCHYARD_LLM_BASE_URL) and store its answer.",
+    )
+
+
 class DiagnosisSerializer(serializers.Serializer):
     execution = serializers.UUIDField()
     workflow = serializers.CharField()
@@ -181,6 +205,10 @@ class DiagnosisSerializer(serializers.Serializer):
     changes = ChangesSerializer()
     history = HistorySerializer()
     suggestion = serializers.CharField()
+    llm_enabled = serializers.BooleanField()
+    llm_analysis = FailureAnalysisSerializer(
+        allow_null=True, help_text="The latest stored LLM analysis of this execution."
+    )
 
 
 class SummaryView(APIView):
@@ -201,7 +229,8 @@ class SummaryView(APIView):
 class FlakyView(APIView):
     @extend_schema(
         operation_id="analytics_flaky",
-        summary="Flaky nodes: failed, then passed on a retry in the same execution",
+        summary="Flaky nodes: passed on a retry, or alternated pass/fail on the same version "
+        "and inputs",
         tags=TAGS,
         parameters=WINDOW_PARAMETERS,
         responses={200: FlakyReportSerializer, **error_responses(400, 401)},
@@ -210,26 +239,50 @@ class FlakyView(APIView):
         return Response(FlakyReportSerializer(flaky_nodes(parse_window(request))).data)
 
 
+def diagnosis_with_llm(execution: Execution, user, ask: bool) -> dict:
+    """The rule-based diagnosis plus the latest stored LLM analysis (asking the LLM for a new
+    one first when `ask`)."""
+    result = diagnose(execution)
+    stored = (
+        llm_analysis.analyse(execution, result, user) if ask else llm_analysis.latest(execution)
+    )
+    result["llm_enabled"] = llm_analysis.enabled()
+    result["llm_analysis"] = stored
+    return result
+
+
 class DiagnoseView(APIView):
     @extend_schema(
         operation_id="executions_diagnose",
         summary="Diagnose a failed execution",
-        description="Rule-based and deterministic; nothing is stored.",
+        description="Rule-based and deterministic; nothing is stored. With `llm: true` the "
+        "same evidence is also sent to the configured OpenAI-compatible endpoint and its "
+        "answer is stored with the execution (`llm_analysis`).",
         tags=["executions"],
         parameters=[EXECUTION_ID],
-        request=None,
+        request=DiagnoseRequestSerializer,
         responses={
             200: DiagnosisSerializer,
-            **error_responses(401, 404, 409, e409="The execution has not failed.", **NO_EXECUTION),
+            **error_responses(
+                400, 401, 404, 409, e409="The execution has not failed.", **NO_EXECUTION
+            ),
         },
     )
     def post(self, request, execution_id: str):
         execution = get_object_or_404(
             Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
         )
+        params = DiagnoseRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
         if execution.status not in DIAGNOSABLE:
             raise Conflict(f"The execution is {execution.status}, not failed.")
-        return Response(DiagnosisSerializer(diagnose(execution)).data)
+        if params.validated_data["llm"] and not llm_analysis.enabled():
+            raise ValidationError({"llm": ["no LLM backend is configured"]})
+        return Response(
+            DiagnosisSerializer(
+                diagnosis_with_llm(execution, request.user, params.validated_data["llm"])
+            ).data
+        )
 
 
 @extend_schema(exclude=True)

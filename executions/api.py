@@ -106,6 +106,22 @@ def parse_uuid(raw: str, what: str = "execution") -> uuid.UUID:
         raise NotFound(f"No such {what}.") from error
 
 
+LIST_COLUMNS = (
+    "id",
+    "workflow_id",
+    "version_id",
+    "status",
+    "trigger",
+    "labels",
+    "error",
+    "rerun_of_id",
+    "parent_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
 @extend_schema_view(
     get=extend_schema(
         operation_id="executions_list",
@@ -124,8 +140,9 @@ class ExecutionListView(generics.ListAPIView):
     pagination_class = ExecutionCursorPagination
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
-    queryset = Execution.objects.select_related("workflow", "version").defer(
-        "nodes", "inputs", "vars", "outputs"
+    # Only the list row's columns: not the version's definition or the run's node states.
+    queryset = Execution.objects.select_related("workflow", "version").only(
+        *LIST_COLUMNS, "workflow__slug", "version__number"
     )
 
     def list(self, request, *args, **kwargs):

@@ -235,4 +235,5 @@ class ExecutionEvent(models.Model):
         return f"[{self.level}] {self.message}"
 
 
+from executions.analysis_models import *  # noqa: E402,F403
 from executions.ui_models import *  # noqa: E402,F403

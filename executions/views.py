@@ -21,7 +21,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError
 from django.db.models import Count, Max, OuterRef, Prefetch, Q, Subquery
-from django.db.models.functions import TruncDate
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -584,66 +583,17 @@ def workflow_editor(request: HttpRequest, slug: str | None = None) -> HttpRespon
 # ------------------------------------------------------------------------- analytics, settings
 
 
+ANALYTICS_FILTER_KEYS = ("since", "until", "workflow")
+
+
 @login_required
 @require_GET
 def analytics(request: HttpRequest) -> HttpResponse:
-    """A first look at the last 14 days, computed here until the analytics API lands."""
-    now = timezone.now()
-    since = now - timedelta(days=14)
-    recent = Execution.objects.filter(created_at__gte=since)
-    by_status = dict(
-        recent.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-    )
-    total = sum(by_status.values())
-    finished = sum(by_status.get(s, 0) for s in EXECUTION_TERMINAL)
-    days = []
-    per_day = {
-        (row["day"], row["status"]): row["n"]
-        for row in recent.annotate(day=TruncDate("created_at"))
-        .values("day", "status")
-        .annotate(n=Count("id"))
-    }
-    peak = 1
-    for offset in range(13, -1, -1):
-        day = (now - timedelta(days=offset)).date()
-        counts = {s: per_day.get((day, s), 0) for s in ExecutionStatus.values}
-        day_total = sum(counts.values())
-        peak = max(peak, day_total)
-        days.append({"day": day, "counts": counts, "total": day_total})
-    for day in days:
-        # Stacked bars of an SVG 160 px tall whose baseline is y=170 (drawn by the template).
-        bottom, bars = 170.0, []
-        for status in ("completed", "failed", "timed_out", "cancelled", "running", "paused"):
-            count = day["counts"][status]
-            if count:
-                height = round(160 * count / peak, 1)
-                bottom -= height
-                bars.append({"status": status, "n": count, "y": bottom, "h": height})
-        day["bars"] = bars
-    top = (
-        recent.values("workflow__slug")
-        .annotate(
-            n=Count("id"),
-            ok=Count("id", filter=Q(status="completed")),
-            bad=Count("id", filter=Q(status__in=["failed", "timed_out"])),
-        )
-        .order_by("-n")[:10]
-    )
+    """The analytics page; its script loads the figures from the analytics API for the window
+    in the query string (dates, `until` inclusive) and draws the charts."""
     context = {
-        "total": total,
-        "failed": by_status.get("failed", 0) + by_status.get("timed_out", 0),
-        "in_progress": sum(by_status.get(s, 0) for s in ("pending", "running", "paused")),
-        "success_rate": round(100 * by_status.get("completed", 0) / finished) if finished else None,
-        "days": days,
-        "top": [
-            {
-                **row,
-                "rate": round(100 * row["ok"] / (row["ok"] + row["bad"]))
-                if row["ok"] + row["bad"]
-                else None,
-            }
-            for row in top
-        ],
+        "filters": {key: request.GET.get(key, "") for key in ANALYTICS_FILTER_KEYS},
+        "workflows": list(Workflow.objects.order_by("slug").values_list("slug", flat=True)[:500]),
     }
     return render(request, "analytics.html", context)
 
@@ -659,3 +609,48 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "pools": AgentPool.objects.count(),
     }
     return render(request, "settings.html", context)
+
+
+# --------------------------------------------------------------------- run diff, failure diagnosis
+
+
+@login_required
+@require_GET
+def execution_diff(request: HttpRequest, execution_id: str) -> HttpResponse:
+    """Two runs side by side (`?against=` another id or `last_success`)."""
+    from rest_framework.exceptions import ValidationError
+
+    from executions.diff_api import executions_with_version, resolve_against
+    from executions.run_diff import compare
+
+    execution = get_object_or_404(executions_with_version(), pk=parse_uuid_or_404(execution_id))
+    try:
+        other = resolve_against(execution, request.GET.get("against"))
+    except ValidationError as error:
+        context = {"execution": execution, "problem": error.detail["against"][0]}
+        return render(request, "executions/diff.html", context, status=400)
+    context = {"execution": execution, "diff": compare(other, execution)}
+    return render(request, "executions/diff.html", context)
+
+
+@login_required
+def execution_diagnosis(request: HttpRequest, execution_id: str) -> HttpResponse:
+    """The rule-based diagnosis of a failed run; POST asks the configured LLM as well."""
+    from executions import llm_analysis
+    from executions.analytics_api import diagnosis_with_llm
+    from executions.diagnosis import DIAGNOSABLE
+
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    execution = get_object_or_404(
+        Execution.objects.select_related("workflow", "version"), pk=parse_uuid_or_404(execution_id)
+    )
+    if execution.status not in DIAGNOSABLE:
+        context = {"execution": execution, "problem": f"The execution is {execution.status}."}
+        return render(request, "executions/diagnosis.html", context, status=409)
+    ask = request.method == "POST" and llm_analysis.enabled()
+    context = {
+        "execution": execution,
+        "diagnosis": diagnosis_with_llm(execution, request.user, ask),
+    }
+    return render(request, "executions/diagnosis.html", context)

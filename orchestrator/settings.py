@@ -266,6 +266,7 @@ STATIC_URL = "static/"
 # Only the distributables the UI loads are exposed, under /static/vendor/<name>/.
 STATICFILES_DIRS = [
     ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
 ]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 # WhiteNoise serves static files from the ASGI app itself; finders avoid a collectstatic step,
@@ -315,6 +316,13 @@ LOGGING = {
 
 # Operations. `/metrics` requires `Authorization: Bearer <token>` when set (open when empty).
 SWITCHYARD_METRICS_TOKEN = os.environ.get("SWITCHYARD_METRICS_TOKEN", "")
+
+# Optional LLM failure analysis through an OpenAI-compatible `/v1/chat/completions` endpoint;
+# off while SWITCHYARD_LLM_BASE_URL is unset (the rule-based diagnosis always works).
+SWITCHYARD_LLM_BASE_URL = os.environ.get("SWITCHYARD_LLM_BASE_URL", "").rstrip("/")
+SWITCHYARD_LLM_API_KEY = os.environ.get("SWITCHYARD_LLM_API_KEY", "")
+SWITCHYARD_LLM_MODEL = os.environ.get("SWITCHYARD_LLM_MODEL", "gpt-4o-mini")
+SWITCHYARD_LLM_TIMEOUT = float(os.environ.get("SWITCHYARD_LLM_TIMEOUT", "60"))
 # Retention of finished executions (0 = no limit of that kind; both 0: keep everything): purge
 # those finished more than DAYS ago that are not among the COUNT newest of their workflow.
 SWITCHYARD_RETENTION_DAYS = int(os.environ.get("SWITCHYARD_RETENTION_DAYS", "0"))

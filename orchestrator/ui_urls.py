@@ -19,6 +19,12 @@ urlpatterns = [
     ),
     path("executions/<str:execution_id>/", views.execution_detail, name="execution"),
     path("executions/<str:execution_id>/state/", views.execution_state_json),
+    path("executions/<str:execution_id>/diff/", views.execution_diff, name="execution-diff"),
+    path(
+        "executions/<str:execution_id>/diagnosis/",
+        views.execution_diagnosis,
+        name="execution-diagnosis",
+    ),
     path("executions/<str:execution_id>/events/", views.execution_events_json),
     path("workflows/", views.workflows_list, name="workflows"),
     path("workflows/new/", views.workflow_editor, name="workflow-new"),

@@ -12,7 +12,7 @@ from drf_spectacular.views import (
 from agents import api as agent_api
 from approvals import api as approval_api
 from approvals.links import DecisionLinkView
-from executions import analytics_api
+from executions import analytics_api, diff_api
 from executions import api as execution_api
 from orchestrator import api as workflow_api
 from orchestrator import secrets_api, triggers_api
@@ -61,6 +61,7 @@ api_v1 = [
     path("executions/<str:execution_id>/kill/", execution_api.KillView.as_view()),
     path("executions/<str:execution_id>/evaluate/", execution_api.EvaluateView.as_view()),
     path("executions/<str:execution_id>/diagnose/", analytics_api.DiagnoseView.as_view()),
+    path("executions/<str:execution_id>/diff/", diff_api.RunDiffView.as_view()),
     path("analytics/summary", analytics_api.SummaryNoSlashView.as_view()),
     path("analytics/summary/", analytics_api.SummaryView.as_view()),
     path("analytics/flaky", analytics_api.FlakyNoSlashView.as_view()),

@@ -184,9 +184,11 @@ def test_flaky_nodes_with_evidence(api, data):
             "node": "build",
             "runs": 3,
             "flaky_runs": 1,
+            # a_fail failed after a_ok2 passed on the same version with the same inputs.
+            "alternating_runs": 1,
             "failed_runs": 1,
-            "share": round(1 / 3, 4),
-            "evidence": [str(data["a_ok2"].pk)],
+            "share": round(2 / 3, 4),
+            "evidence": [str(data["a_fail"].pk), str(data["a_ok2"].pk)],
         }
     ]
     assert api.get("/api/v1/analytics/flaky/", {"workflow": "beta"}).json()["nodes"] == []
@@ -203,3 +205,60 @@ def test_flaky_evidence_is_capped_at_five_newest(api, data):
     (node,) = body["nodes"]
     assert node["node"] == "deploy" and node["flaky_runs"] == 7 and node["share"] == 1.0
     assert node["evidence"] == [str(e.pk) for e in reversed(executions)][:5]
+
+
+def test_alternation_counts_only_runs_on_the_same_version_and_inputs(api, db):
+    """A crafted history of node `build` (version, inputs, outcome), oldest first:
+
+    v1 {x:1}: pass, fail, pass, pass  -> 2 alternations (the fail, and the pass after it)
+    v1 {x:2}: fail                    -> first of its group: not alternating
+    v2 {x:1}: pass                    -> first of its group (new version): not alternating
+    v2 {x:1}: pass                    -> same as before: not alternating
+    """
+    from orchestrator.services import add_version
+
+    wf = workflow("gamma")
+    v1 = wf.published_version
+    v2 = add_version(wf, v1.definition | {"description": "v2"})
+    history = [
+        (v1, {"x": 1}, "completed"),
+        (v1, {"x": 1}, "failed"),
+        (v1, {"x": 1}, "completed"),
+        (v1, {"x": 1}, "completed"),
+        (v1, {"x": 2}, "failed"),
+        (v2, {"x": 1}, "completed"),
+        (v2, {"x": 1}, "completed"),
+    ]
+    runs = []
+    for index, (version, inputs, status) in enumerate(history):
+        execution = run(wf, status, DAY1 + timedelta(minutes=index), version=version, inputs=inputs)
+        job(execution, "build", 1, status)
+        runs.append(execution)
+    body = api.get("/api/v1/analytics/flaky/", {"workflow": "gamma"}).json()
+    (node,) = body["nodes"]
+    assert (node["runs"], node["flaky_runs"], node["alternating_runs"], node["failed_runs"]) == (
+        7,
+        0,
+        2,
+        2,
+    )
+    assert node["share"] == round(2 / 7, 4)
+    assert node["evidence"] == [str(runs[2].pk), str(runs[1].pk)]
+
+
+def test_summary_query_count_does_not_grow_with_the_data(api, data):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get("/api/v1/analytics/summary/").status_code == 200
+        return len(queries)
+
+    count()  # the first request also records the token's use
+    before = count()
+    extra_agent = agent("agent-extra")
+    for hour in range(5):
+        execution = run(data["beta"], "completed", DAY2 + timedelta(hours=hour))
+        job(execution, "build", 1, "completed", extra_agent, pool=f"pool-{hour}", duration_ms=10)
+    assert count() == before

@@ -71,6 +71,7 @@
     const terminal = isTerminal();
     SY.$("#act-cancel").hidden = terminal;
     SY.$("#act-kill").hidden = terminal;
+    SY.$("#act-diagnose").hidden = !["failed", "timed_out"].includes(state.exec.status);
     SY.$("#act-replay").hidden = !terminal;
     SY.$("#act-delete").hidden = !terminal;
     const rel = state.relations;
