@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class ExecutionStatus(models.TextChoices):
@@ -152,7 +153,7 @@ class Job(models.Model):
     output_seq = models.PositiveIntegerField(default=0)
     output_bytes = models.PositiveBigIntegerField(default=0)
     output_truncated = models.BooleanField(default=False)
-    queued_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
