@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast lint format clean bench bench-history
+.PHONY: bootstrap run test test-fast test-scaleout lint format clean bench bench-history
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: bootstrap
 ## The suite without the end-to-end tests that start real processes.
 test-fast: bootstrap
 	$(MAKE) test PYTEST_ARGS="-m 'not e2e' $(PYTEST_ARGS)"
+
+## The end-to-end tests on a scaled-out stack: two web processes, two control workers with beat.
+test-scaleout: bootstrap
+	SWITCHYARD_E2E_SCALE=2 $(MAKE) test PYTEST_ARGS="-m e2e $(PYTEST_ARGS)"
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

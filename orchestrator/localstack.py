@@ -4,6 +4,10 @@ Creates a dedicated PostgreSQL database (migrated and seeded through the real ma
 commands), flushes a dedicated Redis database, and starts real processes: uvicorn serving the
 ASGI app, the control Celery worker with beat, and agents enrolled through `switchyard-agent
 register`. Nothing here imports Django, so callers choose how they configure it.
+
+Scaled out (`start(web_processes=2, control_workers=2)`), it runs several uvicorn processes on
+their own ports and several control workers, each with its own beat scheduler; `client()` then
+spreads requests over every web process in turn and agents register with them in turn.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -89,11 +94,42 @@ def redis_url_with_db(url: str, db: int) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
 
 
+class RoundRobinTransport(httpx.BaseTransport):
+    """Sends each request to the next of several servers (base URLs) in turn: the way a load
+    balancer without sticky sessions spreads one client's requests over web replicas."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("at least one URL")
+        self.targets = [httpx.URL(url) for url in urls]
+        self.turn = 0
+        self.lock = threading.Lock()
+        self.inner = httpx.HTTPTransport()
+
+    def next_target(self) -> httpx.URL:
+        with self.lock:
+            target = self.targets[self.turn % len(self.targets)]
+            self.turn += 1
+        return target
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        target = self.next_target()
+        request.url = request.url.copy_with(
+            scheme=target.scheme, host=target.host, port=target.port
+        )
+        request.headers["Host"] = target.netloc.decode("ascii")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass
 class ManagedProcess:
     name: str
     popen: subprocess.Popen
     log: Path
+    url: str | None = None  # where a web process serves
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
@@ -122,10 +158,20 @@ class LocalStack:
     enrollment_token: str = ""
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ManagedProcess] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    agents_started: int = 0
 
-    def start(self, *, web_workers: int = 1) -> LocalStack:
+    def start(
+        self, *, web_workers: int = 1, web_processes: int = 1, control_workers: int = 1
+    ) -> LocalStack:
+        """Migrate and seed the database, then start `web_processes` uvicorn servers (each with
+        `web_workers` workers, on its own port; `url` is the first) and `control_workers`
+        control workers, each with its own beat scheduler."""
+        if web_processes < 1 or control_workers < 1:
+            raise ValueError("a stack needs at least one web process and one control worker")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        self.urls = [self.url]
         redis.Redis.from_url(self.redis_url).flushdb()
         self.env = (
             os.environ.copy()
@@ -144,8 +190,25 @@ class LocalStack:
         self.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "a@x.test")
         self.token = self.manage("issue_token", "admin")
         self.enrollment_token = self.manage("create_enrollment_token", "--description", "stack")
-        self.spawn(
-            "web",
+        self.start_web("web", port=port, workers=web_workers)
+        for n in range(2, web_processes + 1):
+            self.start_web(f"web-{n}", workers=web_workers, wait=False)
+        self.start_control("control")
+        for n in range(2, control_workers + 1):
+            self.start_control(f"control-{n}")
+        for url in self.urls:
+            wait_for(lambda url=url: self.ready(url), timeout=60, what=f"{url}/readyz")
+        return self
+
+    def start_web(
+        self, name: str, *, port: int | None = None, workers: int = 1, wait: bool = True
+    ) -> ManagedProcess:
+        """Start one more uvicorn process serving the stack on its own port (its `url` is also
+        appended to `urls`, so `client()` and agents started later use it too)."""
+        port = port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = self.spawn(
+            name,
             [
                 sys.executable,
                 "-m",
@@ -157,11 +220,20 @@ class LocalStack:
                 str(port),
                 "--no-access-log",
                 "--workers",
-                str(web_workers),
+                str(workers),
             ],
         )
-        self.spawn(
-            "control",
+        process.url = url
+        if url not in self.urls:
+            self.urls.append(url)
+        if wait:
+            wait_for(lambda: self.ready(url), timeout=60, what=f"{url}/readyz")
+        return process
+
+    def start_control(self, name: str) -> ManagedProcess:
+        """Start one more control worker with its own embedded beat scheduler."""
+        return self.spawn(
+            name,
             [
                 sys.executable,
                 "-m",
@@ -173,23 +245,29 @@ class LocalStack:
                 "control",
                 "--beat",
                 "--schedule",
-                str(self.workdir / "beat-schedule"),
+                str(self.workdir / f"beat-schedule-{name}"),
                 "--pool",
                 "threads",
                 "-c",
                 "2",
                 "-n",
-                "control@%h",
+                f"{name}@%h",
                 "--loglevel",
                 "INFO",
             ],
         )
-        wait_for(self.ready, timeout=60, what="web /readyz")
-        return self
 
-    def ready(self) -> bool:
+    def stop_process(self, process: ManagedProcess) -> None:
+        """Stop one process of the stack (a web process also leaves `urls`)."""
+        process.stop()
+        if process in self.processes:
+            self.processes.remove(process)
+        if process.url in self.urls and len(self.urls) > 1:
+            self.urls.remove(process.url)
+
+    def ready(self, url: str | None = None) -> bool:
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            return httpx.get(f"{url or self.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -207,9 +285,14 @@ class LocalStack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr}")
         return result.stdout.strip()
 
-    def client(self) -> httpx.Client:
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An API client (the admin's token unless `token`) whose requests go to every web
+        process in turn."""
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Token {self.token}"}, timeout=30
+            base_url=self.url,
+            headers={"Authorization": f"Token {token or self.token}"},
+            timeout=30,
+            transport=RoundRobinTransport(self.urls or [self.url]),
         )
 
     def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
@@ -233,9 +316,15 @@ class LocalStack:
         pools: list[str],
         concurrency: int = 4,
         labels: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> ManagedProcess:
-        """Enroll an agent through the real CLI, run it, and wait until it is online."""
+        """Enroll an agent through the real CLI, run it, and wait until it is online. It talks
+        to `url`, by default the web processes in turn (one per agent started)."""
         config = self.workdir / f"{name}.json"
+        if url is None:
+            targets = self.urls or [self.url]
+            url = targets[self.agents_started % len(targets)]
+        self.agents_started += 1
         registered = subprocess.run(
             [
                 sys.executable,
@@ -243,7 +332,7 @@ class LocalStack:
                 "agents.agent",
                 "register",
                 "--url",
-                self.url,
+                url,
                 "--enrollment-token",
                 self.enrollment_token,
                 "--name",

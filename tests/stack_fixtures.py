@@ -2,7 +2,11 @@
 (ASGI), the control Celery worker with beat, and agents enrolled through the real CLI, on a
 dedicated PostgreSQL database and Redis database; process logs are attached to failing tests'
 reports. Imported once by tests/conftest.py so both suites share ONE session stack: two stacks on
-one Redis database would consume each other's queues."""
+one Redis database would consume each other's queues.
+
+`SWITCHYARD_E2E_SCALE=N` (`make test-scaleout`: 2) scales the stack out: N uvicorn processes on
+their own ports, which the API clients use in turn, and N control workers, each with its own
+beat scheduler, all on the same PostgreSQL and Redis databases."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from orchestrator.localstack import LocalStack, Postgres, free_port, redis_url_w
 
 E2E_REDIS_DB = int(os.environ.get("SWITCHYARD_E2E_REDIS_DB", "15"))
 E2E_DATABASE = os.environ.get("SWITCHYARD_E2E_DATABASE", f"switchyard_e2e_{os.getpid()}")
+E2E_SCALE = int(os.environ.get("SWITCHYARD_E2E_SCALE", "1"))
 
 
 class Mailbox:
@@ -69,7 +74,7 @@ def stack(tmp_path_factory, mailbox):
         },
     )
     try:
-        stack.start()
+        stack.start(web_processes=E2E_SCALE, control_workers=E2E_SCALE)
         stack.start_agent("e2e-agent", ["default", "e2e"])
         yield stack
     except BaseException:

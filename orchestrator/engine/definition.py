@@ -91,7 +91,9 @@ _TOP_LEVEL_KEYS = (
     "nodes",
     "outputs",
     "triggers",
+    "keep",
 )
+_KEEP_KEYS = ("days", "count")
 _INPUT_KEYS = ("type", "required", "default", "description", "enum")
 _RETRY_KEYS = ("max", "delay", "backoff", "max_delay")
 _COMMON_NODE_KEYS = ("id", "type", "name", "description", "on", "wait_for")
@@ -233,6 +235,8 @@ class WorkflowSpec:
     outputs: dict = field(default_factory=dict)
     triggers: tuple[dict, ...] = ()
     raw: dict = field(default_factory=dict)
+    # Retention of this workflow's finished runs, replacing the global policy: {days, count}.
+    keep: dict[str, int] | None = None
 
     @cached_property
     def _graph(self) -> _Graph:
@@ -823,6 +827,7 @@ class _Validator:
         outputs = self.mapping("outputs")
         self.add_all(check_syntax(outputs, "outputs"))
         triggers = self.triggers(raw.get("triggers"))
+        keep = self.keep(raw.get("keep"))
         if self.issues:
             raise DefinitionError(self.issues)
         raw["name"] = name
@@ -837,7 +842,30 @@ class _Validator:
             outputs=outputs,
             triggers=triggers,
             raw=raw,
+            keep=keep,
         )
+
+    # -- retention
+
+    def keep(self, value: Any) -> dict[str, int] | None:
+        """`keep: {days, count}`: whole non-negative numbers; a missing key is 0 (no limit of
+        that kind), so `{days: 0, count: 0}` keeps this workflow's runs forever."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.add("keep", f"expected a mapping with days and/or count, got {_type_name(value)}")
+            return None
+        self.unknown_keys(value, _KEEP_KEYS, "keep")
+        if not any(key in value for key in _KEEP_KEYS):
+            self.add("keep", "set days and/or count")
+        keep = {}
+        for key in _KEEP_KEYS:
+            number = value.get(key, 0)
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                self.add(f"keep.{key}", f"expected a whole number >= 0, got {number!r}")
+                continue
+            keep[key] = number
+        return keep
 
     # -- inputs
 
