@@ -15,7 +15,7 @@ from orchestrator.engine import DefinitionError, ValidationIssue, WorkflowSpec, 
 from orchestrator.models import Workflow, WorkflowVersion
 
 SPEC_CACHE_SIZE = 512
-spec_cache: OrderedDict[int, WorkflowSpec] = OrderedDict()
+spec_cache: OrderedDict[tuple[int, Any], WorkflowSpec] = OrderedDict()
 
 
 def validate_definition(definition: str | Mapping[str, Any]) -> WorkflowSpec:
@@ -75,13 +75,16 @@ def source_text(definition: str | Mapping[str, Any]) -> str:
 
 
 def spec_for_version(version: WorkflowVersion) -> WorkflowSpec:
-    """The parsed spec of a version. Versions never change, so parsing is cached per process."""
-    spec = spec_cache.get(version.pk)
+    """The parsed spec of a version. Versions never change, so parsing is cached per process,
+    keyed by id and creation time: an id reused after the table was emptied (a restored
+    database, a test) never returns another definition's spec."""
+    key = (version.pk, version.__dict__.get("created_at"))
+    spec = spec_cache.get(key)
     if spec is not None:
-        spec_cache.move_to_end(version.pk)
+        spec_cache.move_to_end(key)
         return spec
     spec = load_definition(version.definition)
-    spec_cache[version.pk] = spec
+    spec_cache[key] = spec
     if len(spec_cache) > SPEC_CACHE_SIZE:
         spec_cache.popitem(last=False)
     return spec
