@@ -166,6 +166,16 @@ def _canonical_id(value: Any) -> str:
         return str(value)
 
 
+def retry_after_seconds(response: httpx.Response | None, cap: float = 30.0) -> float:
+    """The delay a 503/429 asks for in ``Retry-After`` (seconds form), 0 if absent or unusable."""
+    if response is None or response.status_code not in (429, 503):
+        return 0.0
+    try:
+        return min(max(float(response.headers.get("Retry-After", "")), 0.0), cap)
+    except ValueError:
+        return 0.0
+
+
 def backoff_delays(budget: float) -> Iterator[float]:
     """Yield sleeps of 0.2 s doubling up to 5 s until ``budget`` seconds have elapsed."""
     deadline = time.monotonic() + budget
@@ -218,6 +228,7 @@ class AgentClient:
         """
         delays = backoff_delays(self.claim_retry_budget)
         while True:
+            response = None
             try:
                 response = self._http.post(f"/jobs/{job_id}/claim", json={})
             except httpx.HTTPError as exc:
@@ -243,6 +254,7 @@ class AgentClient:
             delay = next(delays, None)
             if delay is None:
                 raise ClaimUnavailable(f"could not claim job {job_id}: {problem}")
+            delay = max(delay, retry_after_seconds(response))
             logger.warning("claim of job %s failed (%s); retrying in %.1fs", job_id, problem, delay)
             time.sleep(delay)
 
@@ -254,6 +266,7 @@ class AgentClient:
         """
         delays = backoff_delays(self.report_retry_budget)
         while True:
+            response = None
             try:
                 response = self._http.post(f"/jobs/{job_id}/complete", json=dict(report))
             except httpx.HTTPError as exc:
@@ -281,6 +294,7 @@ class AgentClient:
             if delay is None:
                 logger.error("giving up reporting job %s: %s", job_id, problem)
                 return False
+            delay = max(delay, retry_after_seconds(response))
             logger.warning(
                 "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -253,6 +254,27 @@ def test_kill_marks_running_jobs_and_the_agent_learns_it(api, execution, agent_t
     job.refresh_from_db()
     assert job.status == "cancelled"
     assert Job.objects.filter(execution=execution).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_restarted_agent_that_no_longer_lists_a_job_loses_it(execution, agent_token, settings):
+    """kill -9 and a quick restart: the agent never looks offline, but its heartbeat stops listing
+    the job, so the job fails as lost and follows its retry policy instead of hanging."""
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    client.post("/api/agent/v1/heartbeat", {}, format="json")
+    job.refresh_from_db()
+    assert job.status == "running", "a job claimed just now may not be listed yet"
+
+    Job.objects.filter(pk=job.pk).update(
+        started_at=job.started_at - timedelta(seconds=3 * settings.SWITCHYARD_HEARTBEAT_INTERVAL)
+    )
+    client.post("/api/agent/v1/heartbeat", {"running_jobs": []}, format="json")
+
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error.startswith("agent lost")
+    assert complete(client, job.pk, lease).status_code == 409
 
 
 @pytest.mark.django_db
