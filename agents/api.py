@@ -139,7 +139,7 @@ class HeartbeatView(AgentView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
-        return Response({"ok": True, "cancel": jobs_to_kill(request.auth)})
+        return Response({"ok": True, "cancel": jobs_to_kill(request.auth, data["running_jobs"])})
 
 
 class ClaimView(AgentView):

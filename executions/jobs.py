@@ -7,6 +7,7 @@ a conflict (fencing), and repeating an already applied report is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -442,14 +443,24 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
     }
 
 
-def jobs_to_kill(agent) -> list[str]:
-    """Running jobs of `agent` whose execution was killed."""
-    return [
+def jobs_to_kill(agent, listed: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Running jobs of `agent` whose execution was killed, and jobs the agent says it runs that
+    are no longer its own (failed as lost while it was stopped or cut off): their lease is gone
+    and a retry may already run elsewhere, so the agent must kill them rather than finish them."""
+    kill = {
         str(job_id)
         for job_id in Job.objects.filter(
             agent=agent, status=JobStatus.RUNNING, kill_requested_at__isnull=False
         ).values_list("id", flat=True)
-    ]
+    }
+    claimed = set()
+    for value in listed:
+        with contextlib.suppress(ValueError):
+            claimed.add(str(uuid.UUID(str(value))))
+    if claimed:
+        held = Job.objects.filter(pk__in=claimed, agent=agent, status=JobStatus.RUNNING)
+        kill |= claimed - {str(job_id) for job_id in held.values_list("id", flat=True)}
+    return sorted(kill)
 
 
 def fail_job(job_id, error: str, status: str = JobStatus.FAILED, now=None) -> bool:

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent, EnrollmentToken
 from agents.services import create_enrollment_token, register_agent
+from executions.jobs import fail_job
 from executions.models import Execution, Job
 from orchestrator.services import create_workflow
 from orchestrator.tokens import hash_token
@@ -274,6 +275,23 @@ def test_a_restarted_agent_that_no_longer_lists_a_job_loses_it(execution, agent_
 
     job.refresh_from_db()
     assert job.status == "failed" and job.error.startswith("agent lost")
+    assert complete(client, job.pk, lease).status_code == 409
+
+
+@pytest.mark.django_db
+def test_an_agent_resumed_after_losing_its_lease_is_told_to_kill_the_job(execution, agent_token):
+    """SIGSTOP past the lease: the control plane failed the job meanwhile; when the agent comes
+    back still listing it, the heartbeat tells it to kill the job, and its late report is 409."""
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    fail_job(job.pk, "agent lost (a1 stopped heartbeating)")
+
+    beat = client.post(
+        "/api/agent/v1/heartbeat", {"running_jobs": [str(job.pk), "not-a-uuid"]}, format="json"
+    )
+
+    assert beat.status_code == 200 and beat.json()["cancel"] == [str(job.pk)]
     assert complete(client, job.pk, lease).status_code == 409
 
 
