@@ -233,8 +233,10 @@ class LocalStack:
         pools: list[str],
         concurrency: int = 4,
         labels: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> ManagedProcess:
-        """Enroll an agent through the real CLI, run it, and wait until it is online."""
+        """Enroll an agent through the real CLI, run it, and wait until it is online; `url` is the
+        control plane's address as this agent sees it (default: the web's own)."""
         config = self.workdir / f"{name}.json"
         registered = subprocess.run(
             [
@@ -243,7 +245,7 @@ class LocalStack:
                 "agents.agent",
                 "register",
                 "--url",
-                self.url,
+                url or self.url,
                 "--enrollment-token",
                 self.enrollment_token,
                 "--name",
