@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from chaos.ledger import APPEND, Ledger
-from orchestrator.localstack import LocalStack, ManagedProcess, Postgres, wait_for
+from orchestrator.localstack import LocalStack, ManagedProcess, Postgres
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 HEARTBEAT_INTERVAL = 1.0
@@ -36,7 +36,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def chain(slug: str, steps: int, sleep: float = 0.2, retries: int = 3, **extra) -> dict:
+def chain(
+    slug: str, steps: int, sleep: float = 0.2, retries: int = 3, pool: str | None = None, **extra
+) -> dict:
     """`steps` shell steps in a row; each appends its effect to the ledger, then sleeps."""
     nodes = []
     for index in range(steps):
@@ -46,6 +48,8 @@ def chain(slug: str, steps: int, sleep: float = 0.2, retries: int = 3, **extra) 
             "with": {"command": f"{APPEND} && sleep {sleep}"},
             "retries": {"max": retries, "delay": "0s"},
         }
+        if pool:
+            node["pool"] = pool
         if index + 1 < steps:
             node["on"] = {"success": f"s{index + 1}"}
         nodes.append(node)
