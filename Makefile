@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast lint format clean bench
+.PHONY: bootstrap run test test-fast lint format clean bench chaos
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,8 @@ clean:
 ## Benchmarks against the real stack (PostgreSQL + Redis on 127.0.0.1); prints one line each.
 bench: bootstrap
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+## Fault injection against real processes (docs/reliability.md); LONG=1 for hundreds of faults.
+chaos: bootstrap
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
+	$(PY) -m chaos.run $(if $(LONG),--long) $(CHAOS_ARGS)
