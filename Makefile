@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast test-scaleout lint format clean bench bench-history
+.PHONY: bootstrap run test test-fast test-scaleout lint format clean bench bench-history chaos
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,3 +70,8 @@ bench: bootstrap
 ## Analytics, list and detail latency on 1M executions / 5M jobs (BENCH_HISTORY_DATABASE_URL).
 bench-history: bootstrap
 	$(PY) -m bench.history $(BENCH_ARGS)
+
+## Fault injection against real processes (docs/reliability.md); LONG=1 for hundreds of faults.
+chaos: bootstrap
+	DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
+	$(PY) -m chaos.run $(if $(LONG),--long) $(CHAOS_ARGS)

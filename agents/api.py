@@ -51,7 +51,6 @@ from executions.jobs import (
     claim_job,
     job_spec,
     jobs_to_kill,
-    reclaim_orphaned_jobs,
     report_and_take_next,
     report_job_result,
 )
@@ -142,8 +141,7 @@ class HeartbeatView(AgentView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         record_heartbeat(request.auth, data["running_jobs"], data["version"], data["load"])
-        reclaim_orphaned_jobs(request.auth, data["running_jobs"])
-        return Response({"ok": True, "cancel": jobs_to_kill(request.auth)})
+        return Response({"ok": True, "cancel": jobs_to_kill(request.auth, data["running_jobs"])})
 
 
 class ClaimView(AgentView):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -116,6 +117,31 @@ def record_heartbeat(agent: Agent, running_jobs: list[str], version: str, load: 
         from executions.live import publish_agent_change
 
         publish_agent_change(agent.name)
+    fail_jobs_the_agent_forgot(agent, running_jobs)
+
+
+def fail_jobs_the_agent_forgot(agent: Agent, running_jobs: list[str]) -> int:
+    """Fail as "agent lost" the jobs this agent holds that its heartbeat no longer lists.
+
+    An agent killed and restarted within its heartbeat window never looks offline, so without
+    this its jobs would stay `running` until their timeout (forever without one). A job claimed
+    within the last two intervals may not be listed yet (its claim response was in flight).
+    """
+    from executions.jobs import fail_job
+    from executions.models import Job, JobStatus
+
+    claimed_before = timezone.now() - timedelta(seconds=2 * settings.SWITCHYARD_HEARTBEAT_INTERVAL)
+    listed = {str(job_id) for job_id in running_jobs}
+    forgotten = [
+        job_id
+        for job_id in Job.objects.filter(
+            agent=agent, status=JobStatus.RUNNING, started_at__lt=claimed_before
+        ).values_list("pk", flat=True)
+        if str(job_id) not in listed
+    ]
+    return sum(
+        fail_job(job_id, f"agent lost ({agent.name} no longer runs it)") for job_id in forgotten
+    )
 
 
 def revoke_agent(agent: Agent) -> None:

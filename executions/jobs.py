@@ -11,7 +11,7 @@ import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -348,7 +348,7 @@ def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
     never published to the broker); otherwise the oldest due job of its queues is pulled. This
     saves the broker round trip and a claim request per step of a chain. A repeated report
     hands nothing over; a handed-over job whose response got lost is reclaimed through the
-    heartbeat (see `reclaim_orphaned_jobs`)."""
+    heartbeat (see `agents.services.fail_jobs_the_agent_forgot`)."""
     outcome = apply_report(agent, job_id, report, handoff_to=agent)
     if not outcome.applied:
         return outcome
@@ -513,36 +513,24 @@ def append_output(agent, job_id, lease: uuid.UUID, chunks: list[OutputChunk]) ->
     }
 
 
-def jobs_to_kill(agent) -> list[str]:
-    """Running jobs of `agent` whose execution was killed."""
-    return [
+def jobs_to_kill(agent, listed: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Running jobs of `agent` whose execution was killed, and jobs the agent says it runs that
+    are no longer its own (failed as lost while it was stopped or cut off): their lease is gone
+    and a retry may already run elsewhere, so the agent must kill them rather than finish them."""
+    kill = {
         str(job_id)
         for job_id in Job.objects.filter(
             agent=agent, status=JobStatus.RUNNING, kill_requested_at__isnull=False
         ).values_list("id", flat=True)
-    ]
-
-
-def reclaim_orphaned_jobs(agent, running_jobs: list[str], now=None) -> list[str]:
-    """Fail (as agent lost, so retries apply) the jobs held as running on `agent` that its
-    heartbeat no longer lists although they were claimed well before it: a claim or hand-over
-    whose response never reached the agent. Returns their ids."""
-    now = now or timezone.now()
-    grace = timedelta(seconds=max(30.0, 3 * settings.SWITCHYARD_HEARTBEAT_INTERVAL))
-    reported = set()
-    for raw in running_jobs:
+    }
+    claimed = set()
+    for value in listed:
         with contextlib.suppress(ValueError):
-            reported.add(uuid.UUID(str(raw)))
-    orphans = [
-        job_id
-        for job_id in Job.objects.filter(
-            agent=agent, status=JobStatus.RUNNING, started_at__lt=now - grace
-        ).values_list("pk", flat=True)
-        if job_id not in reported
-    ]
-    for job_id in orphans:
-        fail_job(job_id, f"agent lost the job: {agent.name} no longer reports it running", now=now)
-    return [str(job_id) for job_id in orphans]
+            claimed.add(str(uuid.UUID(str(value))))
+    if claimed:
+        held = Job.objects.filter(pk__in=claimed, agent=agent, status=JobStatus.RUNNING)
+        kill |= claimed - {str(job_id) for job_id in held.values_list("id", flat=True)}
+    return sorted(kill)
 
 
 def fail_job(job_id, error: str, status: str = JobStatus.FAILED, now=None) -> bool:

@@ -196,6 +196,16 @@ def _canonical_id(value: Any) -> str:
         return str(value)
 
 
+def retry_after_seconds(response: httpx.Response | None, cap: float = 30.0) -> float:
+    """The delay a 503/429 asks for in ``Retry-After`` (seconds form), 0 if absent or unusable."""
+    if response is None or response.status_code not in (429, 503):
+        return 0.0
+    try:
+        return min(max(float(response.headers.get("Retry-After", "")), 0.0), cap)
+    except ValueError:
+        return 0.0
+
+
 def backoff_delays(budget: float) -> Iterator[float]:
     """Yield sleeps of 0.2 s doubling up to 5 s until ``budget`` seconds have elapsed."""
     deadline = time.monotonic() + budget
@@ -248,6 +258,7 @@ class AgentClient:
         """
         delays = backoff_delays(self.claim_retry_budget)
         while True:
+            response = None
             try:
                 response = self._http.post(f"/jobs/{job_id}/claim", json={})
             except httpx.HTTPError as exc:
@@ -273,6 +284,7 @@ class AgentClient:
             delay = next(delays, None)
             if delay is None:
                 raise ClaimUnavailable(f"could not claim job {job_id}: {problem}")
+            delay = max(delay, retry_after_seconds(response))
             logger.warning("claim of job %s failed (%s); retrying in %.1fs", job_id, problem, delay)
             time.sleep(delay)
 
@@ -288,12 +300,13 @@ class AgentClient:
         """``complete``, offering this job's slot: the reply may carry the next job, already
         claimed for this agent, which saves a broker round trip and a claim."""
         response = self._send_report(job_id, dict(report) | {"accept_next": True})
-        return None if response is None else CompleteReply.from_response(response)
+        return CompleteReply(False) if response is None else CompleteReply.from_response(response)
 
     def _send_report(self, job_id: str, body: dict[str, Any]) -> httpx.Response | None:
         """POST a final report until accepted (the response) or refused for good (``None``)."""
         delays = backoff_delays(self.report_retry_budget)
         while True:
+            response = None
             try:
                 response = self._http.post(f"/jobs/{job_id}/complete", json=body)
             except httpx.HTTPError as exc:
@@ -321,6 +334,7 @@ class AgentClient:
             if delay is None:
                 logger.error("giving up reporting job %s: %s", job_id, problem)
                 return None
+            delay = max(delay, retry_after_seconds(response))
             logger.warning(
                 "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
             )

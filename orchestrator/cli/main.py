@@ -94,8 +94,11 @@ def settings_from(args: argparse.Namespace) -> tuple[str, str]:
 class Api:
     """A thin client: JSON in and out, API errors turned into CliError."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout: float = 30.0, unavailable_budget: float = 60.0
+    ) -> None:
         self.url = url
+        self.unavailable_budget = unavailable_budget
         self.http = httpx.Client(
             base_url=url,
             headers={
@@ -119,15 +122,21 @@ class Api:
         params: dict[str, Any] | None = None,
         allow: tuple[int, ...] = (),
     ) -> httpx.Response:
-        try:
-            response = self.http.request(
-                method,
-                path,
-                json=json_body,
-                params={k: v for k, v in (params or {}).items() if v not in (None, "")},
-            )
-        except httpx.HTTPError as error:
-            raise CliError(f"cannot reach {self.url}: {error}") from error
+        deadline = time.monotonic() + self.unavailable_budget
+        while True:
+            try:
+                response = self.http.request(
+                    method,
+                    path,
+                    json=json_body,
+                    params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                )
+            except httpx.HTTPError as error:
+                raise CliError(f"cannot reach {self.url}: {error}") from error
+            wait = retry_after(response)
+            if wait is None or time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
         if response.status_code >= 400 and response.status_code not in allow:
             raise api_error(response)
         return response
@@ -137,6 +146,17 @@ class Api:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json_body={} if body is None else body).json()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before repeating a request the server answered 503 (database restart,
+    maintenance) with `Retry-After`; None when the answer is final."""
+    if response.status_code != 503:
+        return None
+    try:
+        return min(max(float(response.headers.get("Retry-After", "1")), 0.0), 30.0)
+    except ValueError:
+        return 1.0
 
 
 def api_error(response: httpx.Response) -> CliError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -11,6 +12,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent, EnrollmentToken
 from agents.services import create_enrollment_token, register_agent
+from executions.jobs import fail_job
 from executions.models import Execution, Job
 from orchestrator.services import create_workflow
 from orchestrator.tokens import hash_token
@@ -188,7 +190,7 @@ def test_heartbeat_reclaims_running_jobs_the_agent_no_longer_has(execution, agen
     client.post("/api/agent/v1/heartbeat", heartbeat, format="json")
     first.refresh_from_db()
     assert first.status == "failed" and first.error_kind == "agent_lost"
-    assert "no longer reports it running" in first.error
+    assert "no longer runs it" in first.error
 
 
 @pytest.mark.django_db
@@ -334,6 +336,44 @@ def test_kill_marks_running_jobs_and_the_agent_learns_it(api, execution, agent_t
     job.refresh_from_db()
     assert job.status == "cancelled"
     assert Job.objects.filter(execution=execution).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_restarted_agent_that_no_longer_lists_a_job_loses_it(execution, agent_token, settings):
+    """kill -9 and a quick restart: the agent never looks offline, but its heartbeat stops listing
+    the job, so the job fails as lost and follows its retry policy instead of hanging."""
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    client.post("/api/agent/v1/heartbeat", {}, format="json")
+    job.refresh_from_db()
+    assert job.status == "running", "a job claimed just now may not be listed yet"
+
+    Job.objects.filter(pk=job.pk).update(
+        started_at=job.started_at - timedelta(seconds=3 * settings.SWITCHYARD_HEARTBEAT_INTERVAL)
+    )
+    client.post("/api/agent/v1/heartbeat", {"running_jobs": []}, format="json")
+
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error.startswith("agent lost")
+    assert complete(client, job.pk, lease).status_code == 409
+
+
+@pytest.mark.django_db
+def test_an_agent_resumed_after_losing_its_lease_is_told_to_kill_the_job(execution, agent_token):
+    """SIGSTOP past the lease: the control plane failed the job meanwhile; when the agent comes
+    back still listing it, the heartbeat tells it to kill the job, and its late report is 409."""
+    client = agent_client(agent_token)
+    job = Job.objects.get(execution=execution, node_id="first")
+    lease = client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()["lease"]
+    fail_job(job.pk, "agent lost (a1 stopped heartbeating)")
+
+    beat = client.post(
+        "/api/agent/v1/heartbeat", {"running_jobs": [str(job.pk), "not-a-uuid"]}, format="json"
+    )
+
+    assert beat.status_code == 200 and beat.json()["cancel"] == [str(job.pk)]
+    assert complete(client, job.pk, lease).status_code == 409
 
 
 @pytest.mark.django_db
