@@ -183,6 +183,7 @@ def escalate_request(approval_id: int, now=None) -> bool:
         )
         recorder.flush()
         transaction.on_commit(
-            lambda: enqueue_notification(request.pk, "Approval escalated", escalation=True)
+            lambda: enqueue_notification(request.pk, "Approval escalated", escalation=True),
+            robust=True,
         )
     return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -81,9 +82,19 @@ def job_output(job: Job) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Handover:
+    """An agent offering the slot its finished job frees, and the lease its next job gets."""
+
+    agent: Any
+    lease: uuid.UUID
+
+
 def lock_execution(execution_id) -> Execution:
+    """Lock an execution row for a transition. FOR NO KEY UPDATE: rows referencing it (events,
+    jobs) can still be inserted meanwhile, so claims never deadlock with advancing."""
     return (
-        Execution.objects.select_for_update(of=("self",))
+        Execution.objects.select_for_update(of=("self",), no_key=True)
         .select_related("workflow", "version")
         .get(pk=execution_id)
     )
@@ -98,7 +109,7 @@ class Advancer:
         spec: WorkflowSpec,
         recorder: EventRecorder,
         *,
-        handoff_to=None,
+        handoff_to: Handover | None = None,
     ) -> None:
         self.execution = execution
         self.handoff_to = handoff_to
@@ -583,22 +594,22 @@ class Advancer:
             self.new_jobs = []
         self.recorder.flush()
         for callback in self.after_commit:
-            transaction.on_commit(callback)
+            transaction.on_commit(callback, robust=True)
         self.after_commit = []
 
     def hand_off(self) -> None:
         """Claim one new job for the agent whose report made it ready (it offered its freed
         slot), in this transaction: that job is never published, so no other agent sees it."""
-        agent = self.handoff_to
-        if agent is None or self.handed_off is not None:
+        if self.handoff_to is None or self.handed_off is not None:
             return
+        agent = self.handoff_to.agent
         queues = agent.queues
         for job in self.new_jobs:
             if job.status == JobStatus.PENDING and job.not_before is None and job.queue in queues:
                 now = timezone.now()
                 job.status = JobStatus.RUNNING
                 job.agent = agent
-                job.lease = uuid.uuid4()
+                job.lease = self.handoff_to.lease
                 job.started_at = job.dispatched_at = now
                 job.wait_reason = ""
                 self.handed_off = job
@@ -675,12 +686,12 @@ def retry_delay(node: NodeSpec, attempt: int) -> float:
 
 
 def settle_job(
-    execution: Execution, job: Job, recorder: EventRecorder, *, handoff_to=None
+    execution: Execution, job: Job, recorder: EventRecorder, *, handoff_to: Handover | None = None
 ) -> Job | None:
     """Advance the graph after `job` reached a terminal state (retry, follow edges, finish).
     After the execution has ended, an in-flight job's result is still recorded on its node.
 
-    With `handoff_to` (an agent), one job made ready here is claimed for that agent and
+    With `handoff_to`, one job made ready here is claimed for that agent and
     returned (see `Advancer.hand_off`)."""
     spec = spec_for_version(execution.version)
     node = spec.nodes[job.node_id]

@@ -44,4 +44,4 @@ def publish_jobs(jobs: Iterable[tuple[str, str]]) -> list[str]:
 def publish_after_commit(jobs: list[tuple[str, str]]) -> None:
     """Publish once the surrounding transaction commits (never for a rolled-back one)."""
     if jobs:
-        transaction.on_commit(partial(publish_jobs, list(jobs)))
+        transaction.on_commit(partial(publish_jobs, list(jobs)), robust=True)

@@ -25,6 +25,7 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 from executions.advancing import (
     Advancer,
     ExecutionConflict,
+    Handover,
     job_output,
     lock_execution,
     settle_job,
@@ -100,21 +101,16 @@ class JobReport:
     finished_at: datetime | None = None
 
 
-def claim_job(agent, job_id) -> Job:
+def claim_job(agent, job_id, *, lease: uuid.UUID | None = None) -> Job:
     """Atomically hand an unclaimed job to `agent` with a fresh lease; exactly one claim wins."""
     now = timezone.now()
-    lease = uuid.uuid4()
-    claimed = (
-        Job.objects.filter(pk=job_id, status__in=JOB_UNCLAIMED, queue__in=agent.queues)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .update(
-            status=JobStatus.RUNNING,
-            agent=agent,
-            lease=lease,
-            started_at=now,
-            wait_reason="",
-            dispatched_at=Coalesce("dispatched_at", now),
-        )
+    claimed = mark_claimed(
+        Job.objects.filter(pk=job_id, status__in=JOB_UNCLAIMED, queue__in=agent.queues).filter(
+            due_by(now)
+        ),
+        agent,
+        lease or uuid.uuid4(),
+        now,
     )
     job = Job.objects.select_related("execution__workflow").filter(pk=job_id).first()
     if job is None:
@@ -125,6 +121,26 @@ def claim_job(agent, job_id) -> Job:
         if job.status in JOB_UNCLAIMED:
             raise ExecutionConflict(f"job {job_id} is not due before {job.not_before}")
         raise ExecutionConflict(f"job {job_id} is already {job.status}")
+    return announce_claim(job, agent, now)
+
+
+def due_by(now) -> Q:
+    return Q(not_before__isnull=True) | Q(not_before__lte=now)
+
+
+def mark_claimed(jobs, agent, lease: uuid.UUID, now) -> int:
+    """The claim itself: one conditional UPDATE of the given (filtered) rows."""
+    return jobs.update(
+        status=JobStatus.RUNNING,
+        agent=agent,
+        lease=lease,
+        started_at=now,
+        wait_reason="",
+        dispatched_at=Coalesce("dispatched_at", now),
+    )
+
+
+def announce_claim(job: Job, agent, now) -> Job:
     recorder = EventRecorder(job.execution_id, now)
     record_claim(recorder, job, agent)
     recorder.flush()
@@ -156,26 +172,29 @@ def prepare_claim(job: Job) -> Job:
     return job
 
 
-def claim_next_job(agent) -> Job | None:
+def claim_next_job(agent, *, lease: uuid.UUID | None = None) -> Job | None:
     """Pull the oldest due job of the agent's queues (its doorbell may still be in the broker;
     the claim makes that message a no-op). Locked rows are skipped, so concurrent pulls never
-    wait on each other; `None` when nothing is due."""
+    wait on each other, and the transaction holds nothing but that row; `None` when nothing is
+    due."""
     now = timezone.now()
     with transaction.atomic():
         job_id = (
             Job.objects.select_for_update(skip_locked=True)
             .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .filter(due_by(now))
             .order_by("queued_at")
             .values_list("pk", flat=True)
             .first()
         )
         if job_id is None:
             return None
-        try:
-            return claim_job(agent, job_id)
-        except ExecutionConflict:
-            return None
+        mark_claimed(Job.objects.filter(pk=job_id), agent, lease or uuid.uuid4(), now)
+    job = Job.objects.select_related("execution__workflow").get(pk=job_id)
+    try:
+        return announce_claim(job, agent, now)
+    except ExecutionConflict:
+        return None
 
 
 def deliver_secrets(job: Job) -> tuple[dict[str, Any], list[str]]:
@@ -346,15 +365,22 @@ def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
 
     A job this report made ready is claimed for the agent inside the report's transaction (it is
     never published to the broker); otherwise the oldest due job of its queues is pulled. This
-    saves the broker round trip and a claim request per step of a chain. A repeated report
-    hands nothing over; a handed-over job whose response got lost is reclaimed through the
+    saves the broker round trip and a claim request per step of a chain. The next job's lease is
+    derived from the report's, so a repeated report (its response got lost) returns the same
+    job again instead of stranding it; anything still stranded is failed as agent lost by the
     heartbeat (see `agents.services.fail_jobs_the_agent_forgot`)."""
-    outcome = apply_report(agent, job_id, report, handoff_to=agent)
+    lease = handover_lease(report.lease)
+    outcome = apply_report(agent, job_id, report, handoff_to=Handover(agent, lease))
     if not outcome.applied:
+        outcome.next_job = (
+            Job.objects.select_related("execution__workflow")
+            .filter(agent=agent, status=JobStatus.RUNNING, lease=lease)
+            .first()
+        )
+    elif outcome.next_job is None:
+        outcome.next_job = claim_next_job(agent, lease=lease)
         return outcome
-    if outcome.next_job is None:
-        outcome.next_job = claim_next_job(agent)
-    else:
+    if outcome.next_job is not None:
         try:
             prepare_claim(outcome.next_job)
         except ExecutionConflict:
@@ -362,7 +388,18 @@ def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
     return outcome
 
 
-def apply_report(agent, job_id, report: JobReport, *, handoff_to=None) -> ReportOutcome:
+HANDOVER_NAMESPACE = uuid.UUID("5f0c8a53-2f4e-4c61-9d7e-6c1f5b2a9e10")
+
+
+def handover_lease(report_lease: uuid.UUID) -> uuid.UUID:
+    """The lease of the job handed over with a report: a function of the report's own lease,
+    which only the reporting agent knows."""
+    return uuid.uuid5(HANDOVER_NAMESPACE, str(report_lease))
+
+
+def apply_report(
+    agent, job_id, report: JobReport, *, handoff_to: Handover | None = None
+) -> ReportOutcome:
     """The report transaction: fence, store the result masked, check it, settle the node."""
     status = RESULT_STATUSES.get(report.status)
     if status is None:
@@ -370,7 +407,7 @@ def apply_report(agent, job_id, report: JobReport, *, handoff_to=None) -> Report
     now = timezone.now()
     with transaction.atomic():
         execution = (
-            Execution.objects.select_for_update(of=("self",))
+            Execution.objects.select_for_update(of=("self",), no_key=True)
             .select_related("workflow", "version")
             .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
             .first()

@@ -115,9 +115,11 @@ def publish_events_after_commit(execution_id, created: list) -> None:
     if not created:
         return
     if settings.SWITCHYARD_LIVE_IN_BACKGROUND:
-        transaction.on_commit(lambda: background_publisher.submit(execution_id, created))
+        transaction.on_commit(
+            lambda: background_publisher.submit(execution_id, created), robust=True
+        )
     else:
-        transaction.on_commit(lambda: publish_events(execution_id, created))
+        transaction.on_commit(lambda: publish_events(execution_id, created), robust=True)
 
 
 def publish_events(execution_id, created: list) -> None:

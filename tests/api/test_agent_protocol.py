@@ -143,7 +143,8 @@ def test_report_hands_the_job_it_made_ready_to_the_reporting_agent(
     assert kinds == ["job.queued", "template.resolved", "job.claimed"]
 
     repeat = complete(client, first.pk, spec["lease"], outputs={"value": "7"}, accept_next=True)
-    assert repeat.json()["applied"] is False and repeat.json()["next"] is None
+    assert repeat.json()["applied"] is False
+    assert repeat.json()["next"] == body["next"], "a repeated report returns the same next job"
 
     done = complete(client, second.pk, body["next"]["lease"], accept_next=True)
     assert done.json()["next"] is None
