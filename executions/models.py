@@ -101,6 +101,12 @@ class Execution(models.Model):
             models.Index(fields=["workflow", "-created_at"], name="execution_by_workflow"),
             models.Index(fields=["status", "-created_at"], name="execution_by_status"),
             models.Index(fields=["trigger_kind", "-created_at"], name="execution_by_trigger"),
+            # Unfinished runs of the rollup-covered days (analytics summary).
+            models.Index(
+                fields=["created_at"],
+                name="execution_live",
+                condition=models.Q(status__in=["pending", "running", "paused"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -237,4 +243,5 @@ class ExecutionEvent(models.Model):
 
 
 from executions.analysis_models import *  # noqa: E402,F403
+from executions.rollup_models import *  # noqa: E402,F403
 from executions.ui_models import *  # noqa: E402,F403
