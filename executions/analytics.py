@@ -118,11 +118,14 @@ FROM (
 """
 
 COUNTS_SQL = """
-SELECT GROUPING(c.day) AS histogram, c.day, w.slug, c.status, c.bucket,
-       SUM(c.runs) AS runs, SUM(c.runs) FILTER (WHERE c.bucket >= 0) AS timed,
-       SUM(c.ms) AS ms
-FROM ({cells}) AS c JOIN {workflow} w ON w.id = c.workflow_id
-GROUP BY GROUPING SETS ((c.day, w.slug, c.status), (c.bucket))
+SELECT c.histogram, c.day, w.slug, c.status, c.bucket, c.runs, c.timed, c.ms
+FROM (
+    SELECT GROUPING(day) AS histogram, day, workflow_id, status, bucket,
+           SUM(runs) AS runs, SUM(runs) FILTER (WHERE bucket >= 0) AS timed, SUM(ms) AS ms
+    FROM ({cells}) AS cells
+    GROUP BY GROUPING SETS ((day, workflow_id, status), (bucket))
+) AS c LEFT JOIN {workflow} w ON w.id = c.workflow_id
+WHERE c.histogram = 1 OR w.id IS NOT NULL
 """
 
 TREND_SQL = """
@@ -154,11 +157,13 @@ WHERE j.agent_id IS NOT NULL AND j.status IN ('pending', 'dispatched', 'running'
 """
 
 UTILISATION_SQL = """
-SELECT a.name, c.pool, SUM(c.jobs) AS jobs, SUM(c.failed) AS failed,
-       SUM(c.busy_ms) AS busy_ms
-FROM ({cells}) AS c JOIN {agent} a ON a.id = c.agent_id
-GROUP BY a.name, c.pool
-HAVING SUM(c.jobs) > 0
+SELECT a.name, c.pool, c.jobs, c.failed, c.busy_ms
+FROM (
+    SELECT agent_id, pool, SUM(jobs) AS jobs, SUM(failed) AS failed, SUM(busy_ms) AS busy_ms
+    FROM ({cells}) AS cells
+    GROUP BY agent_id, pool
+    HAVING SUM(jobs) > 0
+) AS c JOIN {agent} a ON a.id = c.agent_id
 """
 
 

@@ -116,6 +116,7 @@ def rebuild(since: datetime) -> None:
         cursor.execute("DELETE FROM executions_jobrollup WHERE hour >= %(since)s", params)
         cursor.execute(REBUILD_EXECUTIONS_SQL, params)
         cursor.execute(REBUILD_JOBS_SQL, params)
+        cursor.execute("ANALYZE executions_executionrollup, executions_jobrollup")
 
 
 def representative_ms(bucket: int) -> float:
