@@ -1,8 +1,8 @@
 """Analytics queries: a summary of a time window and flaky-node detection.
 
-Everything is computed in PostgreSQL with a handful of GROUP BY queries over executions created
-in `[since, until)` (the `execution_recent` / `execution_by_workflow` indexes), never with
-per-row Python loops over executions.
+The summary reads the rollups (`executions.rollups`) for the whole days (jobs: hours) of the
+window and raw rows only for the partial edges and for unfinished runs, in three grouped
+queries whatever the window's size. Flaky nodes are computed from raw rows in one query.
 """
 
 from __future__ import annotations
@@ -12,23 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import (
-    Aggregate,
-    Avg,
-    Count,
-    DurationField,
-    ExpressionWrapper,
-    F,
-    FloatField,
-    Func,
-    Q,
-    QuerySet,
-    Sum,
-)
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job, JobStatus
+from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job
+from executions.rollups import histogram_percentile
 
 DEFAULT_WINDOW = timedelta(days=30)
 TOP_WORKFLOWS = 10
@@ -39,23 +26,14 @@ FINISHED = sorted(status.value for status in EXECUTION_TERMINAL)
 FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.TIMED_OUT.value]
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL `percentile_cont(fraction) WITHIN GROUP (ORDER BY expr)`."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression, fraction: float, **extra) -> None:
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+def ceil_to(moment: datetime, unit: timedelta) -> datetime:
+    floor = floor_to(moment, unit)
+    return floor if floor == moment else floor + unit
 
 
-def duration_ms_expression() -> Func:
-    """`finished_at - started_at` in milliseconds (NULL while either is unset)."""
-    interval = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    return Func(
-        interval, template="(EXTRACT(EPOCH FROM %(expressions)s) * 1000)", output_field=FloatField()
-    )
+def floor_to(moment: datetime, unit: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + (moment.astimezone(UTC) - epoch) // unit * unit
 
 
 @dataclass(frozen=True)
@@ -75,19 +53,30 @@ class Window:
         since = since or until - DEFAULT_WINDOW
         return cls(since=since, until=until, workflows=tuple(workflows))
 
-    def executions(self) -> QuerySet[Execution]:
-        queryset = Execution.objects.filter(created_at__gte=self.since, created_at__lt=self.until)
-        if self.workflows:
-            queryset = queryset.filter(workflow__slug__in=self.workflows)
-        return queryset.order_by()
+    def whole(self, unit: timedelta) -> tuple[datetime, datetime]:
+        """The whole UTC days (or hours) inside the window, `[first, last)`; both equal to
+        `until` when there is none (the window is then read from raw rows only)."""
+        first, last = ceil_to(self.since, unit), floor_to(self.until, unit)
+        return (first, last) if first < last else (self.until, self.until)
 
-    def jobs(self) -> QuerySet[Job]:
-        queryset = Job.objects.filter(
-            execution__created_at__gte=self.since, execution__created_at__lt=self.until
-        )
-        if self.workflows:
-            queryset = queryset.filter(execution__workflow__slug__in=self.workflows)
-        return queryset.order_by()
+    def params(self, slugs: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+        t0, t1 = self.whole(DAY)
+        h0, h1 = self.whole(HOUR)
+        return {
+            "since": self.since,
+            "until": self.until,
+            "t0": t0,
+            "t1": t1,
+            "d0": t0.astimezone(UTC).date(),
+            "d1": t1.astimezone(UTC).date(),
+            "h0": h0,
+            "h1": h1,
+            "slugs": list(self.workflows if slugs is None else slugs),
+        }
+
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 
 
 def ratio(part: int | None, whole: int | None) -> float | None:
@@ -100,79 +89,159 @@ def whole_ms(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def status_counts() -> dict[str, Any]:
-    return {
-        "runs": Count("id"),
-        "completed": Count("id", filter=Q(status=ExecutionStatus.COMPLETED)),
-        "failed": Count("id", filter=Q(status__in=FAILED)),
-        "finished": Count("id", filter=Q(status__in=FINISHED)),
-    }
+# Terminal executions of whole days from the rollup and its pending deltas; the partial days
+# at the edges, and unfinished runs of the whole days, from raw rows.
+EXECUTION_CELLS_SQL = """
+SELECT day, workflow_id, status, bucket, runs, duration_ms_sum AS ms
+FROM executions_executionrollup WHERE day >= %(d0)s AND day < %(d1)s {wf}
+UNION ALL
+SELECT day, workflow_id, status, bucket, runs, duration_ms_sum
+FROM executions_executionrollupdelta WHERE day >= %(d0)s AND day < %(d1)s {wf}
+UNION ALL
+SELECT (created_at AT TIME ZONE 'UTC')::date, workflow_id, status,
+       switchyard_duration_bucket(ms), 1, ms
+FROM (
+    SELECT created_at, workflow_id, status,
+           EXTRACT(EPOCH FROM finished_at - started_at) * 1000 AS ms
+    FROM executions_execution WHERE created_at >= %(since)s AND created_at < %(t0)s {wf}
+    UNION ALL
+    SELECT created_at, workflow_id, status,
+           EXTRACT(EPOCH FROM finished_at - started_at) * 1000
+    FROM executions_execution WHERE created_at >= %(t1)s AND created_at < %(until)s {wf}
+    UNION ALL
+    SELECT created_at, workflow_id, status,
+           EXTRACT(EPOCH FROM finished_at - started_at) * 1000
+    FROM executions_execution
+    WHERE created_at >= %(t0)s AND created_at < %(t1)s
+      AND status IN ('pending', 'running', 'paused') {wf}
+) AS raw
+"""
+
+COUNTS_SQL = """
+SELECT c.histogram, c.day, w.slug, c.status, c.bucket, c.runs, c.timed, c.ms
+FROM (
+    SELECT GROUPING(day) AS histogram, day, workflow_id, status, bucket,
+           SUM(runs) AS runs, SUM(runs) FILTER (WHERE bucket >= 0) AS timed, SUM(ms) AS ms
+    FROM ({cells}) AS cells
+    GROUP BY GROUPING SETS ((day, workflow_id, status), (bucket))
+) AS c LEFT JOIN {workflow} w ON w.id = c.workflow_id
+WHERE c.histogram = 1 OR w.id IS NOT NULL
+"""
+
+TREND_SQL = """
+SELECT w.slug, c.day, c.bucket, SUM(c.runs) AS runs
+FROM ({cells}) AS c JOIN {workflow} w ON w.id = c.workflow_id
+WHERE c.bucket >= 0
+GROUP BY w.slug, c.day, c.bucket
+"""
+
+JOB_CELLS_SQL = """
+SELECT agent_id, pool, jobs, failed, busy_ms
+FROM executions_jobrollup WHERE hour >= %(h0)s AND hour < %(h1)s {wf}
+UNION ALL
+SELECT agent_id, pool, jobs, failed, busy_ms
+FROM executions_jobrollupdelta WHERE hour >= %(h0)s AND hour < %(h1)s {wf}
+UNION ALL
+SELECT j.agent_id, j.pool, 1, (j.status IN ('failed', 'timeout'))::int,
+       COALESCE(j.duration_ms, 0)
+FROM executions_job j JOIN executions_execution e ON e.id = j.execution_id
+WHERE j.agent_id IS NOT NULL AND (
+    (e.created_at >= %(since)s AND e.created_at < %(h0)s)
+    OR (e.created_at >= %(h1)s AND e.created_at < %(until)s)
+) {ewf}
+UNION ALL
+SELECT j.agent_id, j.pool, 1, 0, COALESCE(j.duration_ms, 0)
+FROM executions_job j JOIN executions_execution e ON e.id = j.execution_id
+WHERE j.agent_id IS NOT NULL AND j.status IN ('pending', 'dispatched', 'running')
+  AND e.created_at >= %(h0)s AND e.created_at < %(h1)s {ewf}
+"""
+
+UTILISATION_SQL = """
+SELECT a.name, c.pool, c.jobs, c.failed, c.busy_ms
+FROM (
+    SELECT agent_id, pool, SUM(jobs) AS jobs, SUM(failed) AS failed, SUM(busy_ms) AS busy_ms
+    FROM ({cells}) AS cells
+    GROUP BY agent_id, pool
+    HAVING SUM(jobs) > 0
+) AS c JOIN {agent} a ON a.id = c.agent_id
+"""
+
+
+def workflow_filter(column: str, filtered: bool) -> str:
+    from orchestrator.models import Workflow
+
+    if not filtered:
+        return ""
+    return f"AND {column} IN (SELECT id FROM {Workflow._meta.db_table} WHERE slug = ANY(%(slugs)s))"
+
+
+def fetch(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+
+
+def execution_cells(filtered: bool) -> str:
+    return EXECUTION_CELLS_SQL.format(wf=workflow_filter("workflow_id", filtered))
 
 
 def summary(window: Window) -> dict[str, Any]:
-    executions = window.executions()
-    duration = duration_ms_expression()
-    finished_ok = Q(started_at__isnull=False, finished_at__isnull=False)
+    """The window's figures from the rollups (see `executions.rollups`): counts are exact,
+    duration percentiles are read from the duration histogram (within `rollups.PRECISION`)."""
+    from orchestrator.models import Workflow
 
-    totals = executions.aggregate(
-        **status_counts(),
-        active_workflows=Count("workflow", distinct=True),
-        avg=Avg(duration, filter=finished_ok),
-        p50=PercentileCont(duration, 0.5),
-        p95=PercentileCont(duration, 0.95),
+    tables = {"workflow": Workflow._meta.db_table}
+    rows = fetch(
+        COUNTS_SQL.format(cells=execution_cells(bool(window.workflows)), **tables),
+        window.params(),
     )
+    histogram: dict[int, int] = {}
+    days: dict[Any, dict[str, int]] = {}
+    workflows: dict[str, dict[str, int]] = {}
+    totals = {"runs": 0, "completed": 0, "failed": 0, "finished": 0, "timed": 0, "ms": 0.0}
+    for row in rows:
+        if row["histogram"]:
+            histogram[row["bucket"]] = int(row["runs"])
+            continue
+        runs = int(row["runs"])
+        if not runs:
+            continue
+        counts = {
+            "runs": runs,
+            "completed": runs if row["status"] == ExecutionStatus.COMPLETED else 0,
+            "failed": runs if row["status"] in FAILED else 0,
+            "finished": runs if row["status"] in FINISHED else 0,
+        }
+        for table, key in ((days, row["day"]), (workflows, row["slug"])):
+            entry = table.setdefault(key, dict.fromkeys(counts, 0))
+            for name, value in counts.items():
+                entry[name] += value
+        for name, value in counts.items():
+            totals[name] += value
+        totals["timed"] += int(row["timed"] or 0)
+        totals["ms"] += row["ms"] or 0.0
 
-    day = TruncDate("created_at", tzinfo=UTC)
     per_day = [
         {
-            "day": row["day"],
-            "completed": row["completed"],
-            "failed": row["failed"],
-            "other": row["runs"] - row["completed"] - row["failed"],
+            "day": day,
+            "completed": entry["completed"],
+            "failed": entry["failed"],
+            "other": entry["runs"] - entry["completed"] - entry["failed"],
         }
-        for row in executions.annotate(day=day)
-        .values("day")
-        .annotate(**status_counts())
-        .order_by("day")
+        for day, entry in sorted(days.items())
     ]
-
-    top_rows = list(
-        executions.values("workflow__slug")
-        .annotate(**status_counts())
-        .order_by("-runs", "workflow__slug")[:TOP_WORKFLOWS]
-    )
+    top = sorted(workflows.items(), key=lambda item: (-item[1]["runs"], item[0]))[:TOP_WORKFLOWS]
     top_workflows = [
         {
-            "workflow": row["workflow__slug"],
-            "runs": row["runs"],
-            "completed": row["completed"],
-            "failed": row["failed"],
-            "success_rate": ratio(row["completed"], row["finished"]),
+            "workflow": slug,
+            "runs": entry["runs"],
+            "completed": entry["completed"],
+            "failed": entry["failed"],
+            "success_rate": ratio(entry["completed"], entry["finished"]),
         }
-        for row in top_rows
+        for slug, entry in top
     ]
-
-    trend_slugs = [row["workflow__slug"] for row in top_rows]
-    duration_trend = [
-        {
-            "workflow": row["workflow__slug"],
-            "day": row["day"],
-            "runs": row["runs"],
-            "p50_ms": whole_ms(row["p50"]),
-            "p95_ms": whole_ms(row["p95"]),
-        }
-        for row in executions.filter(workflow__slug__in=trend_slugs)
-        .filter(finished_ok)
-        .annotate(day=day)
-        .values("workflow__slug", "day")
-        .annotate(
-            runs=Count("id"),
-            p50=PercentileCont(duration, 0.5),
-            p95=PercentileCont(duration, 0.95),
-        )
-        .order_by("workflow__slug", "day")
-    ]
-
     agent_utilisation, pool_utilisation = utilisation(window)
 
     return {
@@ -185,43 +254,70 @@ def summary(window: Window) -> dict[str, Any]:
         "finished": totals["finished"],
         "success_rate": ratio(totals["completed"], totals["finished"]),
         "duration_ms": {
-            "avg": whole_ms(totals["avg"]),
-            "p50": whole_ms(totals["p50"]),
-            "p95": whole_ms(totals["p95"]),
+            "avg": whole_ms(totals["ms"] / totals["timed"]) if totals["timed"] else None,
+            "p50": whole_ms(histogram_percentile(histogram, 0.5)),
+            "p95": whole_ms(histogram_percentile(histogram, 0.95)),
         },
-        "active_workflows": totals["active_workflows"],
+        "active_workflows": len(workflows),
         "per_day": per_day,
         "top_workflows": top_workflows,
         "agent_utilisation": agent_utilisation,
         "pool_utilisation": pool_utilisation,
-        "duration_trend": duration_trend,
+        "duration_trend": duration_trend(window, [slug for slug, _ in top]),
     }
 
 
-def utilisation(window: Window) -> tuple[list[dict], list[dict]]:
-    """Jobs, failures and busy time per agent and per pool, from ONE grouped scan of the
-    window's jobs by (agent, pool): the groups are few, the jobs many."""
-    rows = (
-        window.jobs()
-        .filter(agent__isnull=False)
-        .values("agent__name", "pool")
-        .annotate(
-            jobs=Count("id"),
-            failed=Count("id", filter=Q(status__in=[JobStatus.FAILED, JobStatus.TIMEOUT])),
-            busy_ms=Sum("duration_ms"),
-        )
+def duration_trend(window: Window, slugs: list[str]) -> list[dict[str, Any]]:
+    """p50/p95 per day of the given workflows' finished runs, from the duration histogram."""
+    from orchestrator.models import Workflow
+
+    if not slugs:
+        return []
+    rows = fetch(
+        TREND_SQL.format(cells=execution_cells(True), workflow=Workflow._meta.db_table),
+        window.params(slugs),
     )
+    series: dict[tuple[str, Any], dict[int, int]] = {}
+    for row in rows:
+        series.setdefault((row["slug"], row["day"]), {})[row["bucket"]] = int(row["runs"])
+    trend = []
+    for (slug, day), histogram in sorted(series.items()):
+        runs = sum(n for n in histogram.values() if n > 0)
+        if runs:
+            trend.append(
+                {
+                    "workflow": slug,
+                    "day": day,
+                    "runs": runs,
+                    "p50_ms": whole_ms(histogram_percentile(histogram, 0.5)),
+                    "p95_ms": whole_ms(histogram_percentile(histogram, 0.95)),
+                }
+            )
+    return trend
+
+
+def utilisation(window: Window) -> tuple[list[dict], list[dict]]:
+    """Jobs, failures and busy time per agent and per pool: hourly job rollups for the whole
+    hours of the window, raw jobs for the partial hours at its edges and for unfinished jobs."""
+    from agents.models import Agent
+
+    filtered = bool(window.workflows)
+    cells = JOB_CELLS_SQL.format(
+        wf=workflow_filter("workflow_id", filtered),
+        ewf=workflow_filter("e.workflow_id", filtered),
+    )
+    rows = fetch(UTILISATION_SQL.format(cells=cells, agent=Agent._meta.db_table), window.params())
     agents: dict[str, dict] = {}
     pools: dict[str, dict] = {}
     for row in rows:
-        keyed = [(agents, "agent", row["agent__name"])]
+        keyed = [(agents, "agent", row["name"])]
         if row["pool"]:
             keyed.append((pools, "pool", row["pool"]))
         for table, key, name in keyed:
             entry = table.setdefault(name, {key: name, "jobs": 0, "failed": 0, "busy_ms": 0})
-            entry["jobs"] += row["jobs"]
-            entry["failed"] += row["failed"]
-            entry["busy_ms"] += row["busy_ms"] or 0
+            entry["jobs"] += int(row["jobs"])
+            entry["failed"] += int(row["failed"])
+            entry["busy_ms"] += int(row["busy_ms"] or 0)
 
     def ranked(table: dict[str, dict], key: str) -> list[dict]:
         return sorted(table.values(), key=lambda entry: (-entry["busy_ms"], entry[key]))

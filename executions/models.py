@@ -98,9 +98,23 @@ class Execution(models.Model):
                 condition=models.Q(status__in=["pending", "running", "paused"]),
             ),
             models.Index(fields=["-created_at", "-id"], name="execution_recent"),
-            models.Index(fields=["workflow", "-created_at"], name="execution_by_workflow"),
-            models.Index(fields=["status", "-created_at"], name="execution_by_status"),
-            models.Index(fields=["trigger_kind", "-created_at"], name="execution_by_trigger"),
+            # List filters, each in the list's order (-created_at, -id) so a page is an index
+            # range read up to LIMIT, however deep the cursor.
+            models.Index(fields=["workflow", "-created_at", "-id"], name="execution_by_workflow"),
+            models.Index(fields=["status", "-created_at", "-id"], name="execution_by_status"),
+            models.Index(
+                fields=["trigger_kind", "-created_at", "-id"], name="execution_by_trigger"
+            ),
+            models.Index(
+                fields=["workflow", "status", "-created_at", "-id"],
+                name="execution_by_workflow_status",
+            ),
+            # Unfinished runs of the rollup-covered days (analytics summary).
+            models.Index(
+                fields=["created_at"],
+                name="execution_live",
+                condition=models.Q(status__in=["pending", "running", "paused"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -237,4 +251,5 @@ class ExecutionEvent(models.Model):
 
 
 from executions.analysis_models import *  # noqa: E402,F403
+from executions.rollup_models import *  # noqa: E402,F403
 from executions.ui_models import *  # noqa: E402,F403

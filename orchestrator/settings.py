@@ -176,7 +176,7 @@ SWITCHYARD_WEBHOOK_MAX_BODY_BYTES = int(
 )
 SWITCHYARD_WEBHOOK_REPLAY_WINDOW = float(os.environ.get("SWITCHYARD_WEBHOOK_REPLAY_WINDOW", "300"))
 
-CELERY_IMPORTS = ["orchestrator.retention"]
+CELERY_IMPORTS = ["orchestrator.retention", "executions.rollups"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 CELERY_BEAT_SCHEDULE = {
@@ -189,6 +189,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestrator.retention.purge",
         "schedule": 3600.0,
         "options": {"expires": 600.0},
+    },
+    "fold-rollups": {
+        "task": "executions.rollups.fold_rollups",
+        "schedule": 60.0,
+        "options": {"expires": 120.0},
     },
     "fire-cron-triggers": {
         "task": "orchestrator.tasks.fire_cron_triggers",

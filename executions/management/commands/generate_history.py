@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
+from django.utils import timezone
 
 from executions.history import HistorySpec, generate
+from executions.rollups import rebuild
 
 
 class Command(BaseCommand):
@@ -34,6 +37,7 @@ class Command(BaseCommand):
         began = time.monotonic()
         remaining, totals = options["executions"], {"executions": 0, "jobs": 0}
         first = True
+        started = timezone.now()
         while remaining > 0:
             size = min(remaining, options["batch"])
             spec = HistorySpec(
@@ -52,3 +56,5 @@ class Command(BaseCommand):
                 f"{totals['executions']} executions, {totals['jobs']} jobs "
                 f"({time.monotonic() - began:.1f} s)"
             )
+        rebuild(started - timedelta(days=options["days"] + 1))
+        self.stdout.write(f"rollups rebuilt ({time.monotonic() - began:.1f} s)")
