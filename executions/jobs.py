@@ -409,6 +409,7 @@ def apply_report(
         execution = (
             Execution.objects.select_for_update(of=("self",), no_key=True)
             .select_related("workflow", "version")
+            .defer("version__definition")
             .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
             .first()
         )
@@ -436,8 +437,10 @@ def apply_report(
         job.finished_at = report.finished_at or now
         recorder = EventRecorder(execution.pk, now)
         if not execution.is_terminal:
-            advancer = Advancer(execution, spec_for_version(execution.version), recorder)
-            apply_result_checks(advancer, job)
+            spec = spec_for_version(execution.version)
+            node = spec.nodes[job.node_id]
+            if node.extract or node.assertions:
+                apply_result_checks(Advancer(execution, spec, recorder), job)
         job.error_kind = classify_failure(job.status, job.error)
         job.save(
             update_fields=[
