@@ -59,20 +59,16 @@ def chain_definition(steps: int) -> dict:
     return {"slug": f"bench-chain-{steps}", "nodes": nodes}
 
 
-def fanout_definition(width: int) -> dict:
+def fanout_definition(width: int, pool: str = "default") -> dict:
     children = [f"c{i}" for i in range(width)]
-    nodes = [
-        {"id": "root", "action": "shell", "with": {"command": "true"}, "on": {"success": children}}
-    ]
-    nodes += [
-        {"id": c, "action": "shell", "with": {"command": "true"}, "on": {"success": "gather"}}
-        for c in children
-    ]
+    shell = {"action": "shell", "pool": pool, "with": {"command": "true"}}
+    nodes = [{"id": "root", **shell, "on": {"success": children}}]
+    nodes += [{"id": c, **shell, "on": {"success": "gather"}} for c in children]
     nodes += [
         {"id": "gather", "type": "join", "on": {"success": "after"}},
-        {"id": "after", "action": "shell", "with": {"command": "true"}},
+        {"id": "after", **shell},
     ]
-    return {"slug": f"bench-fanout-{width}", "nodes": nodes}
+    return {"slug": f"bench-fanout-{width}-{pool}", "nodes": nodes}
 
 
 def execution_status_probe(stack: LocalStack) -> Callable[[str], str]:
@@ -174,10 +170,14 @@ def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dic
 
 
 def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dict:
+    """W2 on a pool served by one agent with `slots` slots (started here on first use)."""
     status_of = execution_status_probe(stack)
+    pool = f"fanout{slots}"
+    stack.start_agent(f"bench-fanout-{slots}", [pool], concurrency=slots)
+    definition = fanout_definition(width, pool)
     with stack.client() as client:
-        client.post("/api/v1/workflows/", json={"definition": fanout_definition(width)})
-        slug = f"bench-fanout-{width}"
+        client.post("/api/v1/workflows/", json={"definition": definition})
+        slug = definition["slug"]
         run_once(client, slug, status_of)
         spreads, joins, totals = [], [], []
         for _ in range(runs):
@@ -374,12 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = {
             "W1": lambda: scenario_chain(stack, 40, args.runs, warmup=2),
             "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
+            "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=2),
             "W3": lambda: scenario_burst(stack, args.burst),
             "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
             "FLOOR": lambda: scenario_floor(stack, 40, args.runs),
         }
         for name, scenario in scenarios.items():
-            if wanted and name not in wanted:
+            if wanted and name.split("_")[0] not in wanted:
                 continue
             result = scenario()
             results.append(result)
