@@ -637,8 +637,12 @@ def start_execution(
     parent_node_id: str = "",
     deadline_s: float | None = None,
     initial_nodes: dict[str, dict[str, Any]] | None = None,
+    idempotency_key: str = "",
 ) -> Execution:
-    """Create an execution of `version` (default: the published one) and start its entry nodes."""
+    """Create an execution of `version` (default: the published one) and start its entry nodes.
+
+    With an `idempotency_key`, a second start with the same key for the same workflow raises
+    IntegrityError (unique constraint) and creates nothing."""
     if not workflow.is_active:
         raise ExecutionConflict(f"workflow '{workflow.slug}' is inactive")
     version = version or workflow.published_version
@@ -669,6 +673,7 @@ def start_execution(
             created_by=user if getattr(user, "is_authenticated", False) else None,
             started_at=now,
             deadline_at=now + timedelta(seconds=min(timeouts)) if timeouts else None,
+            idempotency_key=idempotency_key,
         )
         execution.save(force_insert=True)
         recorder = EventRecorder(execution.pk, now)

@@ -83,9 +83,18 @@ class Execution(models.Model):
     deadline_at = models.DateTimeField(null=True, blank=True)
     # Earliest moment the control plane must look at this execution again (a `wait` node).
     next_timer_at = models.DateTimeField(null=True, blank=True)
+    # A client's `Idempotency-Key` for starting this run: one run per workflow and key.
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="execution_idempotency_key",
+            )
+        ]
         indexes = [
             models.Index(
                 fields=["next_timer_at"],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from django.db import IntegrityError
 from django.db.models import ProtectedError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions.advancing import ExecutionConflict, start_execution
+from executions.models import Execution
 from executions.serializers import ExecutionDetailSerializer, execution_detail_data
 from orchestrator.api_errors import Conflict, definition_error_response
 from orchestrator.engine import DefinitionError
@@ -248,11 +250,26 @@ class ExecuteView(APIView):
                 required=False,
                 enum=["api", "cli", "ui"],
                 description="Where the request comes from, recorded in the trigger (default api).",
-            )
+            ),
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    "Up to 200 printable characters. A repeated start with the same key for "
+                    "the same workflow starts nothing and answers 200 with the first run, so a "
+                    "client may retry after a lost response."
+                ),
+            ),
         ],
         request=ExecuteRequestSerializer,
         responses={
             201: ExecutionDetailSerializer,
+            200: OpenApiResponse(
+                ExecutionDetailSerializer,
+                description="The run an earlier start with the same Idempotency-Key created.",
+            ),
             **error_responses(
                 400,
                 401,
@@ -281,6 +298,9 @@ class ExecuteView(APIView):
             "user": request.user.username,
             "channel": channel if channel in ("api", "cli", "ui") else "api",
         }
+        key = idempotency_key(request)
+        if key and (earlier := earlier_start(workflow, key)) is not None:
+            return Response(execution_detail_data(earlier), status=status.HTTP_200_OK)
         try:
             execution = start_execution(
                 workflow,
@@ -289,9 +309,31 @@ class ExecuteView(APIView):
                 trigger=trigger,
                 user=request.user,
                 version=version,
+                idempotency_key=key,
             )
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
         except DefinitionError as error:
             raise with_prefix(error, "") from error
+        except IntegrityError:
+            earlier = earlier_start(workflow, key) if key else None
+            if earlier is None:
+                raise
+            return Response(execution_detail_data(earlier), status=status.HTTP_200_OK)
         return Response(execution_detail_data(execution.pk), status=status.HTTP_201_CREATED)
+
+
+def idempotency_key(request) -> str:
+    """The request's `Idempotency-Key` header ("" without one); 400 when unusable."""
+    key = request.headers.get("Idempotency-Key", "")
+    if key and (len(key) > 200 or not key.isprintable()):
+        raise ValidationError({"Idempotency-Key": ["must be 1-200 printable characters"]})
+    return key
+
+
+def earlier_start(workflow: Workflow, key: str):
+    return (
+        Execution.objects.filter(workflow=workflow, idempotency_key=key)
+        .values_list("pk", flat=True)
+        .first()
+    )

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -121,8 +122,11 @@ class Api:
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         allow: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+        retry_lost_connection: bool = False,
     ) -> httpx.Response:
         deadline = time.monotonic() + self.unavailable_budget
+        connection_retries = 2 if retry_lost_connection else 0
         while True:
             try:
                 response = self.http.request(
@@ -130,9 +134,14 @@ class Api:
                     path,
                     json=json_body,
                     params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                    headers=headers,
                 )
             except httpx.HTTPError as error:
-                raise CliError(f"cannot reach {self.url}: {error}") from error
+                if connection_retries <= 0 or time.monotonic() + 1 > deadline:
+                    raise CliError(f"cannot reach {self.url}: {error}") from error
+                connection_retries -= 1
+                time.sleep(1)
+                continue
             wait = retry_after(response)
             if wait is None or time.monotonic() + wait > deadline:
                 break
@@ -144,8 +153,14 @@ class Api:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, json_body={} if body is None else body).json()
+    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """POST; with an `Idempotency-Key` header a lost connection is retried, since the
+        server starts nothing twice for one key."""
+        payload = {} if body is None else body
+        retry = bool(headers and "Idempotency-Key" in headers)
+        return self.request(
+            "POST", path, json_body=payload, headers=headers, retry_lost_connection=retry
+        ).json()
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -474,7 +489,11 @@ def cmd_run(api: Api, args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     }
     if args.version:
         body["version"] = args.version
-    execution = api.post(f"/api/v1/workflows/{args.slug}/execute/", body)
+    execution = api.post(
+        f"/api/v1/workflows/{args.slug}/execute/",
+        body,
+        headers={"Idempotency-Key": f"cli-{uuid.uuid4()}"},
+    )
     return follow_or_print(api, execution, args, out, err)
 
 

@@ -232,6 +232,55 @@ def test_execute_creates_an_execution_and_a_pending_job(api, django_capture_on_c
     assert Job.objects.count() == 1
 
 
+WHO = {"inputs": {"who": "ops"}}
+
+
+def test_a_repeated_idempotency_key_returns_the_first_run_and_starts_nothing(api):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    url = "/api/v1/workflows/hello-api/execute/"
+    first = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    again = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    other = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="order-43")
+    plain = api.post(url, WHO, format="json")
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert again.json()["id"] == first.json()["id"] != other.json()["id"]
+    assert plain.status_code == 201
+    assert Execution.objects.count() == 3 and Job.objects.count() == 3
+
+
+def test_a_concurrent_repeat_of_an_idempotency_key_loses_the_race_cleanly(api, monkeypatch):
+    """Two starts with one key racing past the lookup: the unique constraint refuses the second,
+    which answers with the first run instead of a 500."""
+    from orchestrator import api as workflow_api
+
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    url = "/api/v1/workflows/hello-api/execute/"
+    first = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    looked_up = []
+
+    def lookup_missing_once(workflow, key):
+        looked_up.append(key)
+        if len(looked_up) == 1:
+            return None
+        return Execution.objects.filter(idempotency_key=key).values_list("pk", flat=True).first()
+
+    monkeypatch.setattr(workflow_api, "earlier_start", lookup_missing_once)
+    raced = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert raced.status_code == 200 and raced.json()["id"] == first.json()["id"]
+    assert Execution.objects.count() == 1 and looked_up == ["k", "k"]
+
+
+@pytest.mark.parametrize("key", ["x" * 201, "bad\nkey"])
+def test_unusable_idempotency_keys_are_refused_with_the_header_as_path(api, key):
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    response = api.post(
+        "/api/v1/workflows/hello-api/execute/", WHO, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["path"] == "Idempotency-Key"
+    assert Execution.objects.count() == 0
+
+
 def test_inactive_workflow_cannot_run(api):
     api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
     assert (

@@ -76,3 +76,27 @@ def test_cli_gives_up_on_503_after_its_budget():
     with pytest.raises(CliError, match="503"):
         cli.get("/api/v1/workflows/")
     assert retry_after(_response(404)) is None
+
+
+def test_cli_run_retries_a_lost_connection_with_its_idempotency_key():
+    """A start whose connection dropped is repeated with the same key (the server starts
+    nothing twice for one key); other requests are not repeated."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Idempotency-Key", ""))
+        if len(seen) == 1:
+            raise httpx.ReadError("connection reset")
+        return httpx.Response(200, json={"id": "run-1"})
+
+    cli = Api("http://control.test", "token")
+    cli.http = httpx.Client(base_url="http://control.test", transport=httpx.MockTransport(handler))
+    assert cli.post("/api/v1/workflows/w/execute/", {}, headers={"Idempotency-Key": "k1"}) == {
+        "id": "run-1"
+    }
+    assert seen == ["k1", "k1"]
+
+    seen.clear()
+    with pytest.raises(CliError):
+        cli.post("/api/v1/workflows/")
+    assert seen == [""]

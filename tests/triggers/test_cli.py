@@ -156,6 +156,7 @@ def test_run_sends_inputs_and_the_cli_channel(cli, tmp_path, admin_user):
     assert execution.inputs == {"service": "web", "replicas": 3}
     assert execution.labels == {"team": "sre"}
     assert execution.trigger == {"kind": "manual", "user": admin_user.username, "channel": "cli"}
+    assert execution.idempotency_key.startswith("cli-"), "each run carries its own key"
 
 
 def test_run_errors_carry_field_paths(cli, tmp_path):
