@@ -53,13 +53,14 @@ from executions.jobs import (
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
+from orchestrator.roles import READ_ONLY, Action, read_write
 from orchestrator.schema import error_responses
 
 PROTOCOL = ["agent-protocol"]
 REGISTRY = ["agents"]
 STALE_LEASE = {"e409": "The lease is stale or superseded, or the job is in another state."}
 NO_JOB = {"e404": "No such job."}
-ADMIN_ONLY = {"e403": "Only staff users may do this."}
+ADMIN_ONLY = {"e403": "Only admins may do this."}
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
@@ -223,6 +224,8 @@ class CompleteView(AgentView):
 
 
 class AgentListView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="agents_list",
         summary="List agents",
@@ -235,6 +238,8 @@ class AgentListView(APIView):
 
 
 class PoolListView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="pools_list",
         summary="List agent pools with their members",
@@ -252,7 +257,7 @@ class PoolListView(APIView):
 class AgentRevokeView(APIView):
     """Revoke an agent's token: its next call (claim, report, heartbeat) is refused."""
 
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = {"POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_revoke",
@@ -273,7 +278,7 @@ class AgentRevokeView(APIView):
 
 
 class EnrollmentTokenRevokeView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = {"POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_enrollment_tokens_revoke",
@@ -296,7 +301,7 @@ class EnrollmentTokenRevokeView(APIView):
 
 
 class EnrollmentTokenListView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = read_write(Action.ADMIN)
 
     @extend_schema(
         operation_id="agents_enrollment_tokens_list",

@@ -15,6 +15,7 @@ from executions.api import EXECUTION_ID, NO_EXECUTION, parse_uuid
 from executions.diagnosis import DIAGNOSABLE, diagnose
 from executions.models import Execution
 from orchestrator.api_errors import Conflict
+from orchestrator.roles import READ_ONLY, Action
 from orchestrator.schema import error_responses
 
 TAGS = ["analytics"]
@@ -184,6 +185,8 @@ class DiagnosisSerializer(serializers.Serializer):
 
 
 class SummaryView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="analytics_summary",
         summary="Execution analytics for a time window",
@@ -199,6 +202,8 @@ class SummaryView(APIView):
 
 
 class FlakyView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="analytics_flaky",
         summary="Flaky nodes: failed, then passed on a retry in the same execution",
@@ -211,6 +216,8 @@ class FlakyView(APIView):
 
 
 class DiagnoseView(APIView):
+    role_rules = {"POST": Action.READ}
+
     @extend_schema(
         operation_id="executions_diagnose",
         summary="Diagnose a failed execution",

@@ -55,6 +55,7 @@ from executions.serializers import (
 )
 from orchestrator.api_errors import Conflict
 from orchestrator.engine import TemplateError, evaluate_expression
+from orchestrator.roles import OPERATE_POST, READ_ONLY, Action, read_write
 from orchestrator.schema import error_responses
 from orchestrator.services import spec_for_version
 
@@ -120,6 +121,7 @@ def parse_uuid(raw: str, what: str = "execution") -> uuid.UUID:
     )
 )
 class ExecutionListView(generics.ListAPIView):
+    role_rules = READ_ONLY
     serializer_class = ExecutionSerializer
     pagination_class = ExecutionCursorPagination
     filter_backends = [DjangoFilterBackend]
@@ -137,6 +139,8 @@ class ExecutionListView(generics.ListAPIView):
 
 
 class ExecutionDetailView(APIView):
+    role_rules = read_write()
+
     @extend_schema(
         operation_id="executions_retrieve",
         summary="Get an execution with its nodes, jobs, approvals and recent log",
@@ -192,6 +196,8 @@ class ExecutionDetailView(APIView):
 
 
 class RerunView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_rerun",
         summary="Run the same version with the same inputs again (linked via rerun_of)",
@@ -215,6 +221,8 @@ class RerunView(APIView):
 
 
 class ReplayView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_replay",
         summary="Run again from one node, keeping the results of everything outside it",
@@ -288,6 +296,7 @@ class CSVStreamRenderer(BaseRenderer):
     )
 )
 class ExportView(generics.GenericAPIView):
+    role_rules = READ_ONLY
     renderer_classes = [JSONRenderer, CSVStreamRenderer]
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
@@ -351,6 +360,8 @@ def csv_lines(rows):
 
 
 class BulkView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_bulk",
         summary="Cancel, re-run or delete many executions",
@@ -414,6 +425,7 @@ class BulkView(APIView):
     )
 )
 class ExecutionLogView(generics.ListAPIView):
+    role_rules = READ_ONLY
     serializer_class = EventSerializer
     pagination_class = EventCursorPagination
 
@@ -434,6 +446,8 @@ class ExecutionLogView(generics.ListAPIView):
 class JobOutputView(APIView):
     """Full output of a job. While it runs, `?after=<seq>` returns the live chunks after `seq`
     (poll with the returned `last_seq`); once finished, the stored output."""
+
+    role_rules = READ_ONLY
 
     @extend_schema(
         operation_id="executions_job_output_retrieve",
@@ -494,6 +508,8 @@ class JobOutputView(APIView):
 class CancelView(APIView):
     """Graceful: pending work is cancelled, in-flight jobs finish, nothing new starts."""
 
+    role_rules = OPERATE_POST
+
     kill = False
 
     @extend_schema(
@@ -534,6 +550,8 @@ class KillView(CancelView):
 
 class EvaluateView(APIView):
     """Render an expression against a run's real context, to test templates on real data."""
+
+    role_rules = {"POST": Action.READ}
 
     @extend_schema(
         operation_id="executions_evaluate",

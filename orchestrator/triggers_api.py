@@ -26,6 +26,7 @@ from executions.models import Execution
 from orchestrator.api_errors import Conflict
 from orchestrator.engine.definition import MISFIRE_POLICIES, trigger_secret_name
 from orchestrator.models import Workflow
+from orchestrator.roles import OPERATE_POST, READ_ONLY, read_write
 from orchestrator.schema import error_responses
 from orchestrator.trigger_models import (
     CronFire,
@@ -357,6 +358,8 @@ def get_delivery(trigger: Trigger, delivery_id: str) -> WebhookDelivery:
 
 
 class TriggerListView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="workflows_triggers_list",
         summary="A workflow's triggers",
@@ -393,6 +396,8 @@ class TriggerListView(APIView):
 
 
 class RegenerateKeyView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_triggers_regenerate_key",
         summary="Give a webhook trigger a new key",
@@ -439,6 +444,7 @@ class DeliveryCursorPagination(CursorPagination):
     )
 )
 class DeliveryListView(generics.ListAPIView):
+    role_rules = READ_ONLY
     pagination_class = DeliveryCursorPagination
     serializer_class = DeliverySerializer
 
@@ -456,6 +462,8 @@ class DeliveryListView(generics.ListAPIView):
 
 
 class DeliveryDetailView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="workflows_triggers_deliveries_retrieve",
         summary="One webhook delivery",
@@ -473,6 +481,8 @@ class DeliveryDetailView(APIView):
 
 
 class RedeliverView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_triggers_deliveries_redeliver",
         summary="Redeliver a stored webhook delivery",
@@ -530,6 +540,7 @@ EVENT_QUERYSET = Event.objects.select_related("created_by").prefetch_related(
 
 
 class EventListView(generics.ListAPIView):
+    role_rules = read_write()
     pagination_class = EventCursorPagination
     serializer_class = IncidentEventSerializer
 
@@ -599,6 +610,8 @@ class EventListView(generics.ListAPIView):
 
 
 class EventDetailView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="events_retrieve",
         summary="One event with the runs it started",

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from agents.models import Agent, EnrollmentToken
 from agents.services import create_enrollment_token, register_agent
 from executions.models import Execution, Job
+from orchestrator.roles import set_roles
 from orchestrator.services import create_workflow
 from orchestrator.tokens import hash_token
 
@@ -289,6 +290,7 @@ def test_only_admins_manage_agents(django_user_model, agent_token):
     from orchestrator.authentication import create_api_token
 
     viewer = django_user_model.objects.create_user("viewer")
+    set_roles(viewer, add=["operator"])
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(viewer)}")
     assert client.get("/api/v1/agents/").status_code == 200

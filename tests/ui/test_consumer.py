@@ -17,6 +17,7 @@ from executions.live import execution_group
 from executions.models import Execution, ExecutionEvent
 from orchestrator.asgi import application
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.roles import set_roles
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,7 +26,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="viewer", password="pw-viewer-123")
+    user = django_user_model.objects.create_user(username="viewer", password="pw-viewer-123")
+    set_roles(user, add=["viewer"])
+    return user
 
 
 @pytest.fixture
