@@ -53,7 +53,7 @@ from executions.jobs import (
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
-from orchestrator.roles import READ_ONLY, Action, read_write
+from orchestrator.roles import READ_ONLY, Action
 from orchestrator.schema import error_responses
 
 PROTOCOL = ["agent-protocol"]
@@ -301,7 +301,7 @@ class EnrollmentTokenRevokeView(APIView):
 
 
 class EnrollmentTokenListView(APIView):
-    role_rules = read_write(Action.ADMIN)
+    role_rules = {"GET": Action.ADMIN, "POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_enrollment_tokens_list",

@@ -81,3 +81,33 @@ def require_model_response_fields(result, generator, **kwargs):
         if schema and schema.get("properties"):
             schema["required"] = sorted(schema["properties"])
     return result
+
+
+def document_role_rules(result, generator, **kwargs):
+    """Postprocessing hook: every operation checked by `orchestrator.roles.RoleRequired` says
+    which action it needs and documents the 403 a user whose roles lack it gets."""
+    from orchestrator.roles import ROLE_ACTIONS, RoleRequired, rule_for
+
+    for path, _regex, method, callback in getattr(generator, "endpoints", []) or []:
+        view = getattr(callback, "cls", None)
+        operation = result.get("paths", {}).get(path, {}).get(method.lower())
+        if view is None or operation is None:
+            continue
+        if not any(issubclass(p, RoleRequired) for p in view.permission_classes):
+            continue
+        action = rule_for(view, method)
+        if action is None:
+            continue
+        roles = ", ".join(role.value for role, actions in ROLE_ACTIONS.items() if action in actions)
+        note = f"Needs the `{action.value}` action (roles: {roles})."
+        description = operation.get("description", "")
+        operation["description"] = f"{description}\n\n{note}".strip()
+        operation["x-required-action"] = action.value
+        operation["responses"].setdefault(
+            "403",
+            {
+                "description": ERROR_DESCRIPTIONS[403],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        )
+    return result
