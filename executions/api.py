@@ -292,7 +292,11 @@ class CSVStreamRenderer(BaseRenderer):
             *LIST_FILTERS,
             OpenApiParameter("format", str, enum=["json", "csv"], description="default json"),
         ],
-        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): str},
+        responses={
+            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
+            (200, "text/csv"): str,
+            **error_responses(400, 401),
+        },
     )
 )
 class ExportView(generics.GenericAPIView):
