@@ -53,6 +53,7 @@ from executions.jobs import (
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
+from orchestrator.parsers import SanitisingJSONParser
 from orchestrator.roles import READ_ONLY, Action
 from orchestrator.schema import error_responses
 
@@ -74,6 +75,7 @@ def parse_job_id(raw: str) -> uuid.UUID:
 class AgentView(APIView):
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAgent]
+    parser_classes = [SanitisingJSONParser]
 
 
 class RegisterView(APIView):
