@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast lint format clean bench
+.PHONY: bootstrap run test test-fast test-security lint format clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: bootstrap
 ## The suite without the end-to-end tests that start real processes.
 test-fast: bootstrap
 	$(MAKE) test PYTEST_ARGS="-m 'not e2e' $(PYTEST_ARGS)"
+
+## The security suites (RBAC, API fuzzing, webhooks, SSRF, injection, secrets, hostile output).
+test-security: bootstrap
+	$(MAKE) test PYTEST_ARGS="tests/security $(PYTEST_ARGS)"
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -175,8 +176,11 @@ def test_concurrent_replays_of_one_delivery_start_one_run(hook):
     statuses: list[int] = []
 
     def replay() -> None:
-        barrier.wait()
-        statuses.append(deliver(Client(), hook.key, body, headers).status_code)
+        try:
+            barrier.wait()
+            statuses.append(deliver(Client(), hook.key, body, headers).status_code)
+        finally:
+            connection.close()
 
     workers = [threading.Thread(target=replay) for _ in range(threads)]
     for worker in workers:

@@ -76,6 +76,23 @@ def test_unauthenticated_socket_is_refused():
     run(scenario)
 
 
+def test_a_user_without_a_role_is_refused(django_user_model):
+    stranger = django_user_model.objects.create_user(username="norole", password="pw-12345678")
+    client = Client()
+    client.force_login(stranger)
+    name = settings.SESSION_COOKIE_NAME
+    cookie = (b"cookie", f"{name}={client.cookies[name].value}".encode())
+
+    async def scenario():
+        ws = communicator(ORIGIN, cookie)
+        connected, code = await ws.connect()
+        assert not connected
+        assert code == 4403
+        await ws.disconnect()
+
+    run(scenario)
+
+
 def test_foreign_origin_is_refused(session_cookie):
     async def scenario():
         ws = communicator((b"origin", b"https://evil.example"), (b"cookie", session_cookie))
