@@ -3,16 +3,13 @@ such as `"\\ud800"`) with a 400 naming the field path, instead of a 500 when the
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from orchestrator.api_errors import PathError, join_path
-
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-MESSAGE = "strings may not contain NUL (\\u0000) or lone surrogates (\\ud800-\\udfff)"
+from orchestrator.unstorable import MESSAGE, UNSTORABLE
 
 
 def unstorable_paths(value: Any, path: str = "") -> list[str]:

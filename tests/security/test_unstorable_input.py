@@ -75,3 +75,27 @@ def test_agent_output_with_nul_is_stored_with_a_replacement_character():
     )
     assert response.status_code < 300, response.content
     assert "".join(JobOutputChunk.objects.values_list("data", flat=True)) == "x\ufffdy\ufffdz"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/secrets/?scope=a%00b",
+        "/api/v1/secrets/a%00b/",
+        "/api/v1/executions/?q=%00",
+        "/api/v1/executions/?workflow=x&%00=1",
+        "/api/v1/events/?source=%00",
+    ],
+)
+def test_nul_in_the_url_is_400_in_the_error_shape(api, url):
+    response = api.get(url)
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][0]["message"].startswith("strings may not contain NUL")
+
+
+def test_nul_in_a_page_url_is_400(admin_user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user)
+    assert client.get("/executions/?q=%00").status_code == 400
