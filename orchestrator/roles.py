@@ -189,6 +189,13 @@ def require_action(action: Action, *, json: bool = False) -> Callable:
     return decorate
 
 
+def user_actions(request: HttpRequest) -> dict[str, Any]:
+    """Template context processor: `can.read`, `can.operate`, `can.approve`, `can.admin` for the
+    signed-in user, so pages hide what the server would refuse anyway."""
+    granted = actions_of(getattr(request, "user", None))
+    return {"can": {action.value: action in granted for action in Action}}
+
+
 def error_json(status: int, detail: str) -> JsonResponse:
     return JsonResponse(
         {"detail": detail, "errors": [{"path": "", "message": detail}]}, status=status

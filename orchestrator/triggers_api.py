@@ -26,7 +26,7 @@ from executions.models import Execution
 from orchestrator.api_errors import Conflict
 from orchestrator.engine.definition import MISFIRE_POLICIES, trigger_secret_name
 from orchestrator.models import Workflow
-from orchestrator.roles import OPERATE_POST, READ_ONLY, read_write
+from orchestrator.roles import OPERATE_POST, READ_ONLY, Action, read_write
 from orchestrator.schema import error_responses
 from orchestrator.trigger_models import (
     CronFire,
@@ -358,7 +358,8 @@ def get_delivery(trigger: Trigger, delivery_id: str) -> WebhookDelivery:
 
 
 class TriggerListView(APIView):
-    role_rules = READ_ONLY
+    # Webhook keys start runs, so listing them needs what running needs.
+    role_rules = {"GET": Action.OPERATE}
 
     @extend_schema(
         operation_id="workflows_triggers_list",
