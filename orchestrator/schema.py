@@ -111,3 +111,22 @@ def document_role_rules(result, generator, **kwargs):
             },
         )
     return result
+
+
+def document_unstorable_url_400(result, generator, **kwargs):
+    """Postprocessing hook: any operation answers 400 when its path or a query parameter holds a
+    NUL or a lone surrogate (`orchestrator.unstorable.UnstorableUrlMiddleware`)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation["responses"].setdefault(
+                "400",
+                {
+                    "description": "Invalid input, e.g. a NUL in the path or a query parameter.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
+    return result

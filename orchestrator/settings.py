@@ -228,6 +228,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.schema.require_model_response_fields",
         "orchestrator.schema.document_role_rules",
+        "orchestrator.schema.document_unstorable_url_400",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ExecutionStatusEnum": "executions.models.ExecutionStatus",
