@@ -62,3 +62,16 @@ def test_env_example_documents_every_production_variable():
     for name in PRODUCTION_ENV:
         assert name in text, name
     assert settings.SECURE_REDIRECT_EXEMPT
+
+
+def test_ssl_redirect_spares_probes_metrics_and_the_agent_protocol(settings, db):
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    assert client.get("/api/v1/executions/").status_code == 301
+    assert client.get("/executions/")["Location"].startswith("https://")
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code in (200, 503)
+    assert client.post("/api/agent/v1/heartbeat", {}).status_code == 401
+    assert client.get("/api/v1/executions/", secure=True).status_code == 401
