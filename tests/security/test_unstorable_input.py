@@ -54,13 +54,11 @@ def test_agent_output_with_nul_is_stored_with_a_replacement_character():
     token = register_agent(enrollment_token=None, name="a1", pools=["default"], labels={})[1]
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    headers: dict[str, str] = {}
     claim = api.generic(
         "POST",
         f"/api/agent/v1/jobs/{job.pk}/claim",
         data=b"{}",
         content_type="application/json",
-        **headers,
     )
     assert claim.status_code == 200, claim.content
     lease = claim.json().get("lease") or claim.json().get("lease_id")
@@ -71,7 +69,6 @@ def test_agent_output_with_nul_is_stored_with_a_replacement_character():
         f"/api/agent/v1/jobs/{job.pk}/output",
         data=body,
         content_type="application/json",
-        **headers,
     )
     assert response.status_code < 300, response.content
     assert "".join(JobOutputChunk.objects.values_list("data", flat=True)) == "x\ufffdy\ufffdz"
