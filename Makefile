@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: bootstrap run test test-fast test-scaleout lint format clean bench bench-history chaos
+.PHONY: bootstrap run test test-fast test-scaleout test-security lint format clean bench bench-history chaos
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ test-fast: bootstrap
 ## The end-to-end tests on a scaled-out stack: two web processes, two control workers with beat.
 test-scaleout: bootstrap
 	SWITCHYARD_E2E_SCALE=2 $(MAKE) test PYTEST_ARGS="-m e2e $(PYTEST_ARGS)"
+
+## The security suites (RBAC, API fuzzing, webhooks, SSRF, injection, secrets, hostile output).
+test-security: bootstrap
+	$(MAKE) test PYTEST_ARGS="tests/security $(PYTEST_ARGS)"
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

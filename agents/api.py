@@ -55,13 +55,15 @@ from executions.jobs import (
     report_job_result,
 )
 from orchestrator.api_errors import Conflict
+from orchestrator.parsers import SanitisingJSONParser
+from orchestrator.roles import READ_ONLY, Action
 from orchestrator.schema import error_responses
 
 PROTOCOL = ["agent-protocol"]
 REGISTRY = ["agents"]
 STALE_LEASE = {"e409": "The lease is stale or superseded, or the job is in another state."}
 NO_JOB = {"e404": "No such job."}
-ADMIN_ONLY = {"e403": "Only staff users may do this."}
+ADMIN_ONLY = {"e403": "Only admins may do this."}
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
@@ -75,6 +77,7 @@ def parse_job_id(raw: str) -> uuid.UUID:
 class AgentView(APIView):
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAgent]
+    parser_classes = [SanitisingJSONParser]
 
 
 class RegisterView(APIView):
@@ -239,6 +242,8 @@ class CompleteView(AgentView):
 
 
 class AgentListView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="agents_list",
         summary="List agents",
@@ -251,6 +256,8 @@ class AgentListView(APIView):
 
 
 class PoolListView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="pools_list",
         summary="List agent pools with their members",
@@ -268,7 +275,7 @@ class PoolListView(APIView):
 class AgentRevokeView(APIView):
     """Revoke an agent's token: its next call (claim, report, heartbeat) is refused."""
 
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = {"POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_revoke",
@@ -289,7 +296,7 @@ class AgentRevokeView(APIView):
 
 
 class EnrollmentTokenRevokeView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = {"POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_enrollment_tokens_revoke",
@@ -312,7 +319,7 @@ class EnrollmentTokenRevokeView(APIView):
 
 
 class EnrollmentTokenListView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    role_rules = {"GET": Action.ADMIN, "POST": Action.ADMIN}
 
     @extend_schema(
         operation_id="agents_enrollment_tokens_list",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -14,30 +13,31 @@ from django.views.decorators.http import require_GET
 from agents.models import Agent, AgentPool
 from agents.serializers import AgentPoolSerializer, AgentSerializer
 from executions.models import Job
+from orchestrator.roles import Action, may, require_action
 
 
 def as_json(data) -> object:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def agents_list(request: HttpRequest) -> HttpResponse:
     agents = list(Agent.objects.all())
     pools = AgentPoolSerializer(AgentPool.objects.all(), many=True, context={"agents": agents}).data
     context = {
-        "is_admin": request.user.is_staff,
+        "is_admin": may(request.user, Action.ADMIN),
         "boot": {
             "agents": as_json(AgentSerializer(agents, many=True).data),
             "pools": as_json(pools),
-            "isAdmin": request.user.is_staff,
+            "isAdmin": may(request.user, Action.ADMIN),
             "heartbeatInterval": settings.SWITCHYARD_HEARTBEAT_INTERVAL,
         },
     }
     return render(request, "agents/list.html", context)
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
     agent = get_object_or_404(Agent, name=name)

@@ -16,6 +16,7 @@ from approvals.serializers import ApprovalSerializer, DecisionSerializer
 from approvals.services import DecisionRefused, decide, may_decide
 from executions.advancing import ExecutionConflict
 from orchestrator.api_errors import Conflict
+from orchestrator.roles import READ_ONLY, Action
 from orchestrator.schema import error_responses
 
 TAGS = ["approvals"]
@@ -71,6 +72,7 @@ def waiting_on(user, queryset):
     )
 )
 class ApprovalListView(generics.ListAPIView):
+    role_rules = READ_ONLY
     serializer_class = ApprovalSerializer
     pagination_class = ApprovalCursorPagination
 
@@ -92,6 +94,8 @@ class ApprovalListView(generics.ListAPIView):
 
 
 class ApprovalDetailView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="approvals_retrieve",
         summary="Get an approval request",
@@ -109,6 +113,7 @@ def decision_channel(request) -> str:
 
 
 class DecisionView(APIView):
+    role_rules = {"POST": Action.APPROVE}
     approve = True
 
     @extend_schema(

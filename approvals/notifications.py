@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalAudit, ApprovalLink, ApprovalRequest, ApprovalStatus
 from orchestrator.engine import TemplateError, render_value
+from orchestrator.roles import APPROVING_ROLES
 from orchestrator.secret_store import referenced_secrets, reveal
 
 logger = logging.getLogger("switchyard.approvals")
@@ -45,9 +46,13 @@ def audit(
 
 def eligible_users(request: ApprovalRequest, extra: dict | None = None):
     """Users who may decide: named users and group members (plus escalation targets), or, when
-    none are named, everyone with the approvals.respond permission; never the run's starter
-    unless self-approval is allowed."""
-    users = get_user_model().objects.filter(is_active=True)
+    none are named, everyone with the approvals.respond permission; only holders of an approving
+    role (see orchestrator.roles); never the run's starter unless self-approval is allowed."""
+    users = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(groups__name__in=APPROVING_ROLES))
+    )
     named = {**request.approvers}
     for key, values in (extra or {}).items():
         named[key] = [*named.get(key, []), *values]

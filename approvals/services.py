@@ -13,6 +13,7 @@ from executions.advancing import (
     lock_execution,
 )
 from executions.recorder import EventRecorder
+from orchestrator.roles import Action, may
 from orchestrator.services import spec_for_version
 
 
@@ -21,25 +22,24 @@ class DecisionRefused(Exception):
 
 
 def may_decide(request: ApprovalRequest, user) -> str | None:
-    """None if `user` may decide `request` now, else the reason (checked at decision time)."""
+    """None if `user` may decide `request` now, else the reason (checked at decision time): the
+    approver role first, then the node's named approvers (if any) and its self-approval rule."""
     if not user.is_active:
         return "inactive user"
     starter_id = request.execution.created_by_id
     if starter_id == user.pk and not request.allow_self_approval:
         return "you started this run; the workflow does not allow self-approval"
+    if not may(user, Action.APPROVE):
+        return "deciding approvals needs the approver or admin role"
     named_users = request.approvers.get("users") or []
     named_groups = request.approvers.get("groups") or []
-    if user.is_superuser:
+    if user.is_superuser or not (named_users or named_groups):
         return None
-    if named_users or named_groups:
-        if user.username in named_users:
-            return None
-        if user.groups.filter(name__in=named_groups).exists():
-            return None
-        return "you are not one of this request's approvers"
-    if user.has_perm("approvals.respond"):
+    if user.username in named_users:
         return None
-    return "you lack the approvals.respond permission"
+    if user.groups.filter(name__in=named_groups).exists():
+        return None
+    return "you are not one of this request's approvers"
 
 
 def output_of(request: ApprovalRequest) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -13,6 +12,7 @@ from django.views.decorators.http import require_GET
 from approvals.models import ApprovalRequest, ApprovalStatus
 from approvals.serializers import ApprovalSerializer
 from approvals.services import may_decide
+from orchestrator.roles import Action, require_action
 
 RECENT = 25
 
@@ -36,15 +36,14 @@ def approvals_data(user) -> dict:
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def approvals_list(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/list.html", {"boot": approvals_data(request.user)})
 
 
+@require_action(Action.READ, json=True)
 @require_GET
 def approvals_json(request: HttpRequest) -> JsonResponse:
     """What the page re-renders on an `approvals.changed` push (with the viewer's rights)."""
-    if not request.user.is_authenticated:
-        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
     return JsonResponse(approvals_data(request.user))

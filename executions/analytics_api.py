@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,6 +16,7 @@ from executions.api import EXECUTION_ID, NO_EXECUTION, parse_uuid
 from executions.diagnosis import DIAGNOSABLE, diagnose
 from executions.models import Execution
 from orchestrator.api_errors import Conflict
+from orchestrator.roles import READ_ONLY, Action, may
 from orchestrator.schema import error_responses
 
 TAGS = ["analytics"]
@@ -212,6 +213,8 @@ class DiagnosisSerializer(serializers.Serializer):
 
 
 class SummaryView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="analytics_summary",
         summary="Execution analytics for a time window",
@@ -227,6 +230,8 @@ class SummaryView(APIView):
 
 
 class FlakyView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="analytics_flaky",
         summary="Flaky nodes: passed on a retry, or alternated pass/fail on the same version "
@@ -252,6 +257,8 @@ def diagnosis_with_llm(execution: Execution, user, ask: bool) -> dict:
 
 
 class DiagnoseView(APIView):
+    role_rules = {"POST": Action.READ}
+
     @extend_schema(
         operation_id="executions_diagnose",
         summary="Diagnose a failed execution",
@@ -264,16 +271,27 @@ class DiagnoseView(APIView):
         responses={
             200: DiagnosisSerializer,
             **error_responses(
-                400, 401, 404, 409, e409="The execution has not failed.", **NO_EXECUTION
+                400,
+                401,
+                403,
+                404,
+                409,
+                e403="`llm: true` needs the operator role.",
+                e409="The execution has not failed.",
+                **NO_EXECUTION,
             ),
         },
     )
     def post(self, request, execution_id: str):
+        params = DiagnoseRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        if params.validated_data["llm"] and not may(request.user, Action.OPERATE):
+            raise PermissionDenied(
+                "Asking the LLM (a paid call, stored with the run) needs the operator role."
+            )
         execution = get_object_or_404(
             Execution.objects.select_related("workflow", "version"), pk=parse_uuid(execution_id)
         )
-        params = DiagnoseRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
         if execution.status not in DIAGNOSABLE:
             raise Conflict(f"The execution is {execution.status}, not failed.")
         if params.validated_data["llm"] and not llm_analysis.enabled():

@@ -55,6 +55,7 @@ from executions.serializers import (
 )
 from orchestrator.api_errors import Conflict
 from orchestrator.engine import TemplateError, evaluate_expression
+from orchestrator.roles import OPERATE_POST, READ_ONLY, Action, read_write
 from orchestrator.schema import error_responses
 from orchestrator.services import spec_for_version
 
@@ -136,6 +137,7 @@ LIST_COLUMNS = (
     )
 )
 class ExecutionListView(generics.ListAPIView):
+    role_rules = READ_ONLY
     serializer_class = ExecutionSerializer
     pagination_class = ExecutionCursorPagination
     filter_backends = [DjangoFilterBackend]
@@ -154,6 +156,8 @@ class ExecutionListView(generics.ListAPIView):
 
 
 class ExecutionDetailView(APIView):
+    role_rules = read_write()
+
     @extend_schema(
         operation_id="executions_retrieve",
         summary="Get an execution with its nodes, jobs, approvals and recent log",
@@ -209,6 +213,8 @@ class ExecutionDetailView(APIView):
 
 
 class RerunView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_rerun",
         summary="Run the same version with the same inputs again (linked via rerun_of)",
@@ -232,6 +238,8 @@ class RerunView(APIView):
 
 
 class ReplayView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_replay",
         summary="Run again from one node, keeping the results of everything outside it",
@@ -301,10 +309,15 @@ class CSVStreamRenderer(BaseRenderer):
             *LIST_FILTERS,
             OpenApiParameter("format", str, enum=["json", "csv"], description="default json"),
         ],
-        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): str},
+        responses={
+            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
+            (200, "text/csv"): str,
+            **error_responses(400, 401),
+        },
     )
 )
 class ExportView(generics.GenericAPIView):
+    role_rules = READ_ONLY
     renderer_classes = [JSONRenderer, CSVStreamRenderer]
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
@@ -368,6 +381,8 @@ def csv_lines(rows):
 
 
 class BulkView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="executions_bulk",
         summary="Cancel, re-run or delete many executions",
@@ -431,6 +446,7 @@ class BulkView(APIView):
     )
 )
 class ExecutionLogView(generics.ListAPIView):
+    role_rules = READ_ONLY
     serializer_class = EventSerializer
     pagination_class = EventCursorPagination
 
@@ -451,6 +467,8 @@ class ExecutionLogView(generics.ListAPIView):
 class JobOutputView(APIView):
     """Full output of a job. While it runs, `?after=<seq>` returns the live chunks after `seq`
     (poll with the returned `last_seq`); once finished, the stored output."""
+
+    role_rules = READ_ONLY
 
     @extend_schema(
         operation_id="executions_job_output_retrieve",
@@ -511,6 +529,8 @@ class JobOutputView(APIView):
 class CancelView(APIView):
     """Graceful: pending work is cancelled, in-flight jobs finish, nothing new starts."""
 
+    role_rules = OPERATE_POST
+
     kill = False
 
     @extend_schema(
@@ -551,6 +571,8 @@ class KillView(CancelView):
 
 class EvaluateView(APIView):
     """Render an expression against a run's real context, to test templates on real data."""
+
+    role_rules = {"POST": Action.READ}
 
     @extend_schema(
         operation_id="executions_evaluate",

@@ -1,9 +1,9 @@
 """The UI's live socket: one WebSocket per page at `/ws/live/`, many subscriptions on it.
 
 Authentication is the Django session (Channels' `AuthMiddlewareStack`); the origin is checked by
-`AllowedHostsOriginValidator` in `orchestrator.asgi`. Anonymous or inactive users are refused at
-the handshake. Each subscription is checked on its own, then the socket joins the matching
-Channels group (see `executions.live` for what is published there):
+`AllowedHostsOriginValidator` in `orchestrator.asgi`. Anonymous or inactive users, and users
+without a role, are refused at the handshake. Each subscription is checked on its own, then the
+socket joins the matching Channels group (see `executions.live` for what is published there):
 
     client -> {"subscribe": "executions"}                 list rows      (group `executions`)
     client -> {"subscribe": "execution", "id": "<uuid>"}  one run        (group `execution.<id>`)
@@ -34,9 +34,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Max
 
 from executions.live import execution_group
+from orchestrator.roles import Action, may
 
 # Close codes (4000-4999 are free for applications).
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 MAX_SUBSCRIPTIONS = 64
 GLOBAL_TOPICS = {"executions", "approvals", "agents"}
 
@@ -46,12 +48,11 @@ class SubscriptionRefused(Exception):
 
 
 def user_may_view_execution(user, execution_id: uuid.UUID) -> bool:
-    """Per-object check for `execution.<id>`: the run exists and the user may read executions.
-    Any authenticated user may read executions through the API, so the socket grants the same;
-    this is the one place to narrow it when per-workflow roles arrive."""
+    """Per-object check for `execution.<id>`: the run exists and the user's roles may read
+    executions (the same rule as the API); the one place to narrow it for per-workflow roles."""
     from executions.models import Execution
 
-    return user.is_active and Execution.objects.filter(pk=execution_id).exists()
+    return may(user, Action.READ) and Execution.objects.filter(pk=execution_id).exists()
 
 
 def latest_seq(execution_id: uuid.UUID | None) -> int:
@@ -69,6 +70,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(may)(user, Action.READ):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.accept()
 

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from executions.api import EXECUTION_ID, NO_EXECUTION, parse_uuid
 from executions.models import Execution
 from executions.run_diff import compare, last_success_before
+from orchestrator.roles import READ_ONLY
 from orchestrator.schema import error_responses
 
 LAST_SUCCESS = "last_success"
@@ -115,6 +116,8 @@ class RunDiffSerializer(serializers.Serializer):
 
 
 class RunDiffView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="executions_diff",
         summary="Compare an execution with another one",

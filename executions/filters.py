@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import Q
@@ -16,17 +18,37 @@ def split_csv(value: str) -> list[str]:
 def validate_statuses(value: str) -> None:
     unknown = [s for s in split_csv(value) if s not in ExecutionStatus.values]
     if unknown:
+        # user input goes in params: django-filter %-formats the message
         raise ValidationError(
-            f"unknown status {', '.join(unknown)} (known: {', '.join(ExecutionStatus.values)})"
+            "unknown status %(unknown)s (known: %(known)s)",
+            params={"unknown": ", ".join(unknown), "known": ", ".join(ExecutionStatus.values)},
         )
+
+
+class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time normalised to UTC: PostgreSQL refuses offsets beyond ±15:59, which
+    ISO 8601 (and Python) allow, so passing the offset through would be a 500."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as error:
+            raise ValidationError("date-time out of range") from error
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class ExecutionFilter(django_filters.FilterSet):
     workflow = django_filters.CharFilter(method="filter_workflow")
     status = django_filters.CharFilter(method="filter_status", validators=[validate_statuses])
     trigger = django_filters.CharFilter(method="filter_trigger")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     label = django_filters.CharFilter(method="filter_label")
     q = django_filters.CharFilter(method="filter_text")
 

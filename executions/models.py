@@ -84,7 +84,7 @@ class Execution(models.Model):
     # Earliest moment the control plane must look at this execution again (a `wait` node).
     next_timer_at = models.DateTimeField(null=True, blank=True)
     # A client's `Idempotency-Key` for starting this run: one run per workflow and key.
-    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    idempotency_key = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import yaml
-from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError
 from django.db.models import Count, Max, OuterRef, Prefetch, Q, Subquery
@@ -36,6 +35,7 @@ from executions.models import (
 from executions.serializers import EventSerializer, ExecutionDetailSerializer, JobSerializer
 from executions.ui_models import SavedView
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.roles import Action, may, require_action
 
 TRIGGER_KINDS = ["manual", "schedule", "webhook", "event", "parent", "rerun", "replay"]
 LIST_FILTER_KEYS = ["workflow", "status", "trigger", "since", "until", "label", "q"]
@@ -46,19 +46,6 @@ def json_error(status: int, detail: str) -> JsonResponse:
     return JsonResponse(
         {"detail": detail, "errors": [{"path": "", "message": detail}]}, status=status
     )
-
-
-def ui_login_required(view):
-    """`login_required` for pages; a 401 JSON body for the UI's JSON endpoints."""
-
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return json_error(401, "Authentication credentials were not provided.")
-        return view(request, *args, **kwargs)
-
-    wrapped.__name__ = view.__name__
-    wrapped.__doc__ = view.__doc__
-    return wrapped
 
 
 def parse_uuid_or_404(raw: str) -> uuid.UUID:
@@ -83,7 +70,7 @@ def list_page_data(request: HttpRequest) -> tuple[dict[str, Any] | None, list[di
     return json.loads(json.dumps(response.data, cls=DjangoJSONEncoder)), []
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def executions_list(request: HttpRequest) -> HttpResponse:
     # The newest event id before reading the page: anything newer is caught up after subscribing.
@@ -112,7 +99,7 @@ def executions_list(request: HttpRequest) -> HttpResponse:
     return render(request, "executions/list.html", context)
 
 
-@ui_login_required
+@require_action(Action.READ, json=True)
 @require_POST
 def saved_view_create(request: HttpRequest) -> JsonResponse:
     try:
@@ -134,7 +121,7 @@ def saved_view_create(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": view.pk, "name": view.name, "query": view.query}, status=201)
 
 
-@ui_login_required
+@require_action(Action.READ, json=True)
 @require_POST
 def saved_view_delete(request: HttpRequest, view_id: int) -> JsonResponse:
     deleted, _ = SavedView.objects.filter(user=request.user, pk=view_id).delete()
@@ -203,7 +190,7 @@ def approval_rights(execution: Execution, user) -> dict[str, str]:
     return rights
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def execution_detail(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = get_object_or_404(execution_state_queryset(), pk=parse_uuid_or_404(execution_id))
@@ -266,7 +253,7 @@ def execution_detail(request: HttpRequest, execution_id: str) -> HttpResponse:
     return render(request, "executions/detail.html", context)
 
 
-@ui_login_required
+@require_action(Action.READ, json=True)
 @require_GET
 def execution_state_json(request: HttpRequest, execution_id: str) -> JsonResponse:
     execution = execution_state_queryset().filter(pk=parse_uuid_or_404(execution_id)).first()
@@ -277,7 +264,7 @@ def execution_state_json(request: HttpRequest, execution_id: str) -> JsonRespons
     return JsonResponse(body)
 
 
-@ui_login_required
+@require_action(Action.READ, json=True)
 @require_GET
 def execution_events_json(request: HttpRequest, execution_id: str) -> JsonResponse:
     """Log events with `id > after`, oldest first, at most 1000 (`more` says whether to ask
@@ -395,7 +382,7 @@ def next_cron_fires(workflow_ids: list[int], now=None) -> dict[int, Any]:
     return soonest
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def workflows_list(request: HttpRequest) -> HttpResponse:
     workflows = []
@@ -499,7 +486,7 @@ def workflow_triggers(request: HttpRequest, workflow: Workflow) -> list[dict[str
     return rows
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
     workflow = get_object_or_404(workflow_stats(), slug=slug)
@@ -540,7 +527,7 @@ def workflow_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "boot": {
             "slug": workflow.slug,
             "definition": definition,
-            "isAdmin": bool(request.user.is_staff),
+            "isAdmin": may(request.user, Action.ADMIN),
         },
     }
     return render(request, "executions/workflow_detail.html", context)
@@ -562,7 +549,7 @@ nodes:
 """
 
 
-@login_required
+@require_action(Action.OPERATE)
 @require_GET
 def workflow_editor(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     workflow = None
@@ -586,7 +573,7 @@ def workflow_editor(request: HttpRequest, slug: str | None = None) -> HttpRespon
 ANALYTICS_FILTER_KEYS = ("since", "until", "workflow")
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def analytics(request: HttpRequest) -> HttpResponse:
     """The analytics page; its script loads the figures from the analytics API for the window
@@ -598,7 +585,7 @@ def analytics(request: HttpRequest) -> HttpResponse:
     return render(request, "analytics.html", context)
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def settings_page(request: HttpRequest) -> HttpResponse:
     from agents.models import Agent, AgentPool
@@ -614,7 +601,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 # --------------------------------------------------------------------- run diff, failure diagnosis
 
 
-@login_required
+@require_action(Action.READ)
 @require_GET
 def execution_diff(request: HttpRequest, execution_id: str) -> HttpResponse:
     """Two runs side by side (`?against=` another id or `last_success`)."""
@@ -633,7 +620,7 @@ def execution_diff(request: HttpRequest, execution_id: str) -> HttpResponse:
     return render(request, "executions/diff.html", context)
 
 
-@login_required
+@require_action(Action.READ)
 def execution_diagnosis(request: HttpRequest, execution_id: str) -> HttpResponse:
     """The rule-based diagnosis of a failed run; POST asks the configured LLM as well."""
     from executions import llm_analysis
@@ -642,6 +629,8 @@ def execution_diagnosis(request: HttpRequest, execution_id: str) -> HttpResponse
 
     if request.method not in ("GET", "POST"):
         return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    if request.method == "POST" and not may(request.user, Action.OPERATE):
+        return HttpResponse("Asking the LLM needs the operator role.", status=403)
     execution = get_object_or_404(
         Execution.objects.select_related("workflow", "version"), pk=parse_uuid_or_404(execution_id)
     )

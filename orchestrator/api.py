@@ -17,6 +17,7 @@ from executions.serializers import ExecutionDetailSerializer, execution_detail_d
 from orchestrator.api_errors import Conflict, definition_error_response
 from orchestrator.engine import DefinitionError
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.roles import OPERATE_POST, read_write
 from orchestrator.schema import error_responses
 from orchestrator.serializers import (
     DefinitionRequestSerializer,
@@ -54,6 +55,8 @@ def with_prefix(error: DefinitionError, prefix: str) -> DefinitionError:
 
 
 class WorkflowListView(APIView):
+    role_rules = read_write()
+
     @extend_schema(
         operation_id="workflows_list",
         summary="List workflows",
@@ -87,6 +90,8 @@ class WorkflowListView(APIView):
 
 
 class ValidateView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_validate",
         summary="Validate a definition without saving it",
@@ -124,6 +129,8 @@ class ValidateView(APIView):
 
 
 class WorkflowDetailView(APIView):
+    role_rules = read_write()
+
     @extend_schema(
         operation_id="workflows_retrieve",
         summary="Get a workflow with its published definition",
@@ -181,6 +188,8 @@ class WorkflowDetailView(APIView):
 
 
 class VersionListView(APIView):
+    role_rules = read_write()
+
     @extend_schema(
         operation_id="workflows_versions_list",
         summary="List a workflow's versions",
@@ -212,6 +221,8 @@ class VersionListView(APIView):
 
 
 class PublishView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_publish",
         summary="Publish a version",
@@ -235,6 +246,8 @@ class PublishView(APIView):
 
 
 class ExecuteView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_execute",
         summary="Start an execution",

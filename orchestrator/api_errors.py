@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -71,7 +72,18 @@ def definition_error_response(error: DefinitionError, prefix: str) -> Response:
     return Response({"detail": "Invalid input.", "errors": issues}, status=400)
 
 
+def render_errors_as_json(context: dict) -> None:
+    """Errors are JSON in the error shape even when the client negotiated another format (e.g.
+    `?format=csv` on the export); the browsable API keeps its HTML."""
+    request = context.get("request")
+    renderer = getattr(request, "accepted_renderer", None)
+    if renderer is not None and renderer.media_type not in ("application/json", "text/html"):
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    render_errors_as_json(context)
     if isinstance(exc, DefinitionError):
         return definition_error_response(exc, getattr(exc, "path_prefix", ""))
     if isinstance(exc, TemplateError):
@@ -90,3 +102,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"detail": str(response.data["detail"]), "errors": []}
     return response
+
+
+def not_found(request, exception: Exception | None = None):
+    """`handler404`: a URL under /api/ that no route matches answers in the API's error shape
+    (JSON, like every other API 4xx); pages keep Django's HTML 404."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "errors": []}, status=404)
+    return page_not_found(request, exception)

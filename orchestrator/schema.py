@@ -81,3 +81,52 @@ def require_model_response_fields(result, generator, **kwargs):
         if schema and schema.get("properties"):
             schema["required"] = sorted(schema["properties"])
     return result
+
+
+def document_role_rules(result, generator, **kwargs):
+    """Postprocessing hook: every operation checked by `orchestrator.roles.RoleRequired` says
+    which action it needs and documents the 403 a user whose roles lack it gets."""
+    from orchestrator.roles import ROLE_ACTIONS, RoleRequired, rule_for
+
+    for path, _regex, method, callback in getattr(generator, "endpoints", []) or []:
+        view = getattr(callback, "cls", None)
+        operation = result.get("paths", {}).get(path, {}).get(method.lower())
+        if view is None or operation is None:
+            continue
+        if not any(issubclass(p, RoleRequired) for p in view.permission_classes):
+            continue
+        action = rule_for(view, method)
+        if action is None:
+            continue
+        roles = ", ".join(role.value for role, actions in ROLE_ACTIONS.items() if action in actions)
+        note = f"Needs the `{action.value}` action (roles: {roles})."
+        description = operation.get("description", "")
+        operation["description"] = f"{description}\n\n{note}".strip()
+        operation["x-required-action"] = action.value
+        operation["responses"].setdefault(
+            "403",
+            {
+                "description": ERROR_DESCRIPTIONS[403],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        )
+    return result
+
+
+def document_unstorable_url_400(result, generator, **kwargs):
+    """Postprocessing hook: any operation answers 400 when its path or a query parameter holds a
+    NUL or a lone surrogate (`orchestrator.unstorable.UnstorableUrlMiddleware`)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation["responses"].setdefault(
+                "400",
+                {
+                    "description": "Invalid input, e.g. a NUL in the path or a query parameter.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
+    return result

@@ -9,22 +9,16 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_serializer,
 )
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestrator.api_errors import Conflict
 from orchestrator.models import Secret, Workflow
+from orchestrator.roles import Action, read_write
 from orchestrator.schema import error_responses
 from orchestrator.secret_store import SECRET_NAME, save_secret
-
-
-class IsAdminForWrites(permissions.BasePermission):
-    def has_permission(self, request, view) -> bool:
-        if request.method in permissions.SAFE_METHODS:
-            return bool(request.user and request.user.is_authenticated)
-        return bool(request.user and request.user.is_staff)
 
 
 class SecretSerializer(serializers.ModelSerializer):
@@ -91,7 +85,7 @@ def scope_workflow(scope: str | None, field: str = "scope") -> Workflow | None:
 
 
 class SecretListView(APIView):
-    permission_classes = [IsAdminForWrites]
+    role_rules = read_write(Action.ADMIN)
 
     @extend_schema(
         operation_id="secrets_list",
@@ -152,7 +146,7 @@ class SecretListView(APIView):
 
 
 class SecretDetailView(APIView):
-    permission_classes = [IsAdminForWrites]
+    role_rules = read_write(Action.ADMIN)
 
     def get_secret(self, request, name: str) -> Secret:
         workflow = scope_workflow(request.query_params.get("scope"))

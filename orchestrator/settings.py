@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "orchestrator.db_unavailable.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "orchestrator.unstorable.UnstorableUrlMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -85,6 +86,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orchestrator.roles.user_actions",
             ],
         },
     },
@@ -207,8 +209,8 @@ REST_FRAMEWORK = {
         "orchestrator.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator.roles.RoleRequired"],
+    "DEFAULT_PARSER_CLASSES": ["orchestrator.parsers.StorableJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -233,6 +235,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.schema.require_model_response_fields",
+        "orchestrator.schema.document_role_rules",
+        "orchestrator.schema.document_unstorable_url_400",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ExecutionStatusEnum": "executions.models.ExecutionStatus",
@@ -282,6 +286,18 @@ warnings.filterwarnings("ignore", message="No directory at")
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# HTTPS in production (`manage.py check --deploy` is clean with these set, see docs/security.md).
+# Off by default: TLS usually ends at a proxy, and HSTS is hard to undo.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes, the scrape and in-cluster agents talk plain HTTP to the web process itself.
+SECURE_REDIRECT_EXEMPT = env_list(
+    "SECURE_REDIRECT_EXEMPT", r"^healthz$,^readyz$,^metrics$,^api/agent/v1/"
+)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
 
 # E-mail (approval notifications). Without EMAIL_HOST, mail goes to the console in DEBUG.
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

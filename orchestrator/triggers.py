@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -170,18 +171,24 @@ class PayloadError(ValueError):
     """A request body or event payload that cannot be stored or used."""
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_problem(value: Any, path: str = "") -> str | None:
-    """Why `value` cannot be stored as PostgreSQL jsonb (NUL characters, non-finite numbers)."""
+    """Why `value` cannot be stored as PostgreSQL jsonb (NUL characters, lone UTF-16
+    surrogates such as `"\\ud800"`, non-finite numbers)."""
     if isinstance(value, str):
         if "\x00" in value:
             return f"{path or 'value'}: strings may not contain NUL (\\u0000)"
+        if LONE_SURROGATE.search(value):
+            return f"{path or 'value'}: strings may not contain lone surrogates (\\ud800-\\udfff)"
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path or 'value'}: number out of range"
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if "\x00" in str(key):
-                return f"{path or 'value'}: keys may not contain NUL (\\u0000)"
+            if "\x00" in str(key) or LONE_SURROGATE.search(str(key)):
+                return f"{path or 'value'}: keys may not contain NUL or lone surrogates"
             problem = json_problem(item, f"{path}.{key}" if path else str(key))
             if problem:
                 return problem

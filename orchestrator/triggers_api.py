@@ -26,6 +26,7 @@ from executions.models import Execution
 from orchestrator.api_errors import Conflict
 from orchestrator.engine.definition import MISFIRE_POLICIES, trigger_secret_name
 from orchestrator.models import Workflow
+from orchestrator.roles import OPERATE_POST, READ_ONLY, Action, read_write
 from orchestrator.schema import error_responses
 from orchestrator.trigger_models import (
     CronFire,
@@ -357,6 +358,9 @@ def get_delivery(trigger: Trigger, delivery_id: str) -> WebhookDelivery:
 
 
 class TriggerListView(APIView):
+    # Webhook keys start runs, so listing them needs what running needs.
+    role_rules = {"GET": Action.OPERATE}
+
     @extend_schema(
         operation_id="workflows_triggers_list",
         summary="A workflow's triggers",
@@ -393,6 +397,8 @@ class TriggerListView(APIView):
 
 
 class RegenerateKeyView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_triggers_regenerate_key",
         summary="Give a webhook trigger a new key",
@@ -439,6 +445,7 @@ class DeliveryCursorPagination(CursorPagination):
     )
 )
 class DeliveryListView(generics.ListAPIView):
+    role_rules = READ_ONLY
     pagination_class = DeliveryCursorPagination
     serializer_class = DeliverySerializer
 
@@ -456,6 +463,8 @@ class DeliveryListView(generics.ListAPIView):
 
 
 class DeliveryDetailView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="workflows_triggers_deliveries_retrieve",
         summary="One webhook delivery",
@@ -473,6 +482,8 @@ class DeliveryDetailView(APIView):
 
 
 class RedeliverView(APIView):
+    role_rules = OPERATE_POST
+
     @extend_schema(
         operation_id="workflows_triggers_deliveries_redeliver",
         summary="Redeliver a stored webhook delivery",
@@ -530,6 +541,7 @@ EVENT_QUERYSET = Event.objects.select_related("created_by").prefetch_related(
 
 
 class EventListView(generics.ListAPIView):
+    role_rules = read_write()
     pagination_class = EventCursorPagination
     serializer_class = IncidentEventSerializer
 
@@ -599,6 +611,8 @@ class EventListView(generics.ListAPIView):
 
 
 class EventDetailView(APIView):
+    role_rules = READ_ONLY
+
     @extend_schema(
         operation_id="events_retrieve",
         summary="One event with the runs it started",

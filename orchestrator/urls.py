@@ -105,3 +105,5 @@ urlpatterns = [
     path("hooks/<str:key>", webhook, name="webhook"),
     path("", include("orchestrator.ui_urls")),
 ]
+
+handler404 = "orchestrator.api_errors.not_found"

@@ -14,6 +14,7 @@ from agents.models import Agent, EnrollmentToken
 from agents.services import create_enrollment_token, register_agent
 from executions.jobs import fail_job
 from executions.models import Execution, Job
+from orchestrator.roles import set_roles
 from orchestrator.services import create_workflow
 from orchestrator.tokens import hash_token
 
@@ -411,6 +412,7 @@ def test_only_admins_manage_agents(django_user_model, agent_token):
     from orchestrator.authentication import create_api_token
 
     viewer = django_user_model.objects.create_user("viewer")
+    set_roles(viewer, add=["operator"])
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {create_api_token(viewer)}")
     assert client.get("/api/v1/agents/").status_code == 200

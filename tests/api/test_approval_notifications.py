@@ -15,6 +15,7 @@ from approvals.models import ApprovalAudit, ApprovalRequest
 from executions.advancing import start_execution
 from executions.models import Job
 from executions.sweeper import sweep
+from orchestrator.roles import set_roles
 from orchestrator.services import create_workflow
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +46,8 @@ def people(django_user_model):
         name: django_user_model.objects.create_user(name, f"{name}@example.test", "pw-12345678")
         for name in ("alice", "sam", "lee", "starter", "nobody")
     }
+    for user in users.values():
+        set_roles(user, add=["approver"])
     Group.objects.create(name="sre").user_set.add(users["sam"])
     Group.objects.create(name="leads").user_set.add(users["lee"])
     return users

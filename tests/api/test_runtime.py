@@ -20,6 +20,7 @@ from executions.advancing import ExecutionConflict, start_execution
 from executions.jobs import JobReport, claim_job, report_job_result
 from executions.models import Execution, Job
 from executions.sweeper import sweep
+from orchestrator.roles import set_roles
 from orchestrator.services import create_workflow
 from tests.api.runtime_support import finish, pending_job
 
@@ -179,6 +180,8 @@ def people(django_user_model):
         n: django_user_model.objects.create_user(n)
         for n in ("alice", "bob", "carol", "mallory", "sam")
     }
+    for user in users.values():
+        set_roles(user, add=["approver"])
     Group.objects.create(name="sre").user_set.add(users["sam"])
     return users
 

@@ -23,6 +23,7 @@ from executions.jobs import (
 )
 from executions.models import ExecutionEvent, Job, JobOutputChunk
 from orchestrator.models import Secret, SecretUsage
+from orchestrator.roles import set_roles
 from orchestrator.secret_store import save_secret
 from orchestrator.services import create_workflow
 
@@ -152,6 +153,7 @@ def test_secrets_api_is_write_only(api, django_user_model):
         == 400
     )
     viewer = django_user_model.objects.create_user("viewer")
+    set_roles(viewer, add=["viewer"])
     client = APIClient()
     client.force_authenticate(viewer)
     assert client.get("/api/v1/secrets/").status_code == 200

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def make_user(stack, name: str, groups: tuple[str, ...] = ()) -> str:
-    """Create a user (with an e-mail address and groups) and return an API token for it."""
+    """Create an approver (with an e-mail address and groups) and return an API token for it."""
     code = (
         "from django.contrib.auth.models import Group, User;"
         f"u, _ = User.objects.get_or_create(username={name!r}, "
@@ -25,7 +25,7 @@ def make_user(stack, name: str, groups: tuple[str, ...] = ()) -> str:
         f"[Group.objects.get_or_create(name=g)[0].user_set.add(u) for g in {list(groups)!r}]"
     )
     stack.manage("shell", "-c", code)
-    return stack.manage("issue_token", name)
+    return stack.manage("issue_token", name, "--role", "approver")
 
 
 def client_for(stack, token: str) -> httpx.Client:

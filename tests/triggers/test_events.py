@@ -147,7 +147,7 @@ def test_invalid_events_are_400(api, db):
     assert send(api, type="x" * 201).status_code == 400
     response = send(api, type="t", data={"a": "nul\u0000"})
     assert response.status_code == 400
-    assert response.json()["errors"][0]["path"] == "data"
+    assert response.json()["errors"][0]["path"] == "data.a"
     assert api.post("/api/v1/events/", "nope", content_type="text/plain").status_code == 415
 
 

@@ -17,6 +17,7 @@ from executions.live import execution_group
 from executions.models import Execution, ExecutionEvent
 from orchestrator.asgi import application
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.roles import set_roles
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,7 +26,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="viewer", password="pw-viewer-123")
+    user = django_user_model.objects.create_user(username="viewer", password="pw-viewer-123")
+    set_roles(user, add=["viewer"])
+    return user
 
 
 @pytest.fixture
@@ -68,6 +71,23 @@ def test_unauthenticated_socket_is_refused():
         connected, code = await ws.connect()
         assert not connected
         assert code == 4401
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_user_without_a_role_is_refused(django_user_model):
+    stranger = django_user_model.objects.create_user(username="norole", password="pw-12345678")
+    client = Client()
+    client.force_login(stranger)
+    name = settings.SESSION_COOKIE_NAME
+    cookie = (b"cookie", f"{name}={client.cookies[name].value}".encode())
+
+    async def scenario():
+        ws = communicator(ORIGIN, cookie)
+        connected, code = await ws.connect()
+        assert not connected
+        assert code == 4403
         await ws.disconnect()
 
     run(scenario)

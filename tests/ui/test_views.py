@@ -10,6 +10,7 @@ from django.utils import timezone
 from executions.models import Execution, ExecutionEvent, Job
 from executions.ui_models import SavedView
 from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.roles import set_roles
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,9 @@ PAGES = ["/executions/", "/approvals/", "/workflows/", "/agents/", "/analytics/"
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user(username="ops", password="pw-ops-12345")
+    user = django_user_model.objects.create_user(username="ops", password="pw-ops-12345")
+    set_roles(user, add=["operator"])
+    return user
 
 
 @pytest.fixture
@@ -117,7 +120,9 @@ def test_saved_views_are_per_user(browser, client, user, django_user_model):
     assert SavedView.objects.get(pk=view_id).query == "status=failed,timed_out"
     assert b"Failed today" in browser.get("/settings/").content
     other = Client()
-    other.force_login(django_user_model.objects.create_user(username="x", password="pw-x-123456"))
+    stranger = django_user_model.objects.create_user(username="x", password="pw-x-123456")
+    set_roles(stranger, add=["viewer"])
+    other.force_login(stranger)
     assert other.post(f"/executions/views/{view_id}/delete/").status_code == 404
     assert (
         client.post("/executions/views/", data={}, content_type="application/json").status_code

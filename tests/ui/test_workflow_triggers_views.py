@@ -12,6 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from orchestrator.models import Trigger
+from orchestrator.roles import set_roles
 from orchestrator.secret_store import save_secret
 from orchestrator.services import create_workflow
 
@@ -23,6 +24,7 @@ SHELL = {"id": "a", "action": "shell", "with": {"command": "true"}}
 @pytest.fixture
 def browser(django_user_model) -> Client:
     user = django_user_model.objects.create_user(username="ops", password="pw-ops-12345")
+    set_roles(user, add=["operator"])
     client = Client()
     client.force_login(user)
     return client

@@ -205,7 +205,7 @@
       SY.el("td", {}, SY.el("span", { class: `chip outcome-${d.outcome}` }, d.outcome), d.reason ? [" ", SY.el("span", { class: "small muted" }, d.reason)] : null),
       SY.el("td", { class: "num" }, String(d.status_code)),
       SY.el("td", {}, execution ? SY.el("a", { class: "mono", href: `/executions/${execution}/` }, `#${SY.shortId(execution)}`) : SY.el("span", { class: "muted" }, "—")),
-      SY.el("td", {}, SY.el("button", { type: "button", class: "button button-small redeliver", dataset: { delivery: d.id } }, "Redeliver")));
+      SY.el("td", {}, SY.el("button", { type: "button", class: "button button-small redeliver", dataset: { delivery: d.id, needs: "operate" } }, "Redeliver")));
   }
 
   async function reloadDeliveries(body) {
