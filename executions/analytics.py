@@ -117,23 +117,20 @@ FROM (
 ) AS raw
 """
 
+# One scan of the cells, three groupings (told apart by GROUPING(day, status, bucket)):
+# counts per (day, workflow, status), the window's duration histogram, and the histogram per
+# (workflow, day) behind the duration trend.
 COUNTS_SQL = """
-SELECT c.histogram, c.day, w.slug, c.status, c.bucket, c.runs, c.timed, c.ms
+SELECT c.kind, c.day, w.slug, c.status, c.bucket, c.runs, c.timed, c.ms
 FROM (
-    SELECT GROUPING(day) AS histogram, day, workflow_id, status, bucket,
+    SELECT GROUPING(day, status, bucket) AS kind, day, workflow_id, status, bucket,
            SUM(runs) AS runs, SUM(runs) FILTER (WHERE bucket >= 0) AS timed, SUM(ms) AS ms
     FROM ({cells}) AS cells
-    GROUP BY GROUPING SETS ((day, workflow_id, status), (bucket))
+    GROUP BY GROUPING SETS ((day, workflow_id, status), (bucket), (workflow_id, day, bucket))
 ) AS c LEFT JOIN {workflow} w ON w.id = c.workflow_id
-WHERE c.histogram = 1 OR w.id IS NOT NULL
+WHERE c.kind = 6 OR w.id IS NOT NULL
 """
-
-TREND_SQL = """
-SELECT w.slug, c.day, c.bucket, SUM(c.runs) AS runs
-FROM ({cells}) AS c JOIN {workflow} w ON w.id = c.workflow_id
-WHERE c.bucket >= 0
-GROUP BY w.slug, c.day, c.bucket
-"""
+COUNTS_ROW, HISTOGRAM_ROW, TREND_ROW = 1, 6, 2
 
 JOB_CELLS_SQL = """
 SELECT agent_id, pool, jobs, failed, busy_ms
@@ -197,12 +194,18 @@ def summary(window: Window) -> dict[str, Any]:
         window.params(),
     )
     histogram: dict[int, int] = {}
+    trend_cells: dict[tuple[str, Any], dict[int, int]] = {}
     days: dict[Any, dict[str, int]] = {}
     workflows: dict[str, dict[str, int]] = {}
     totals = {"runs": 0, "completed": 0, "failed": 0, "finished": 0, "timed": 0, "ms": 0.0}
     for row in rows:
-        if row["histogram"]:
+        if row["kind"] == HISTOGRAM_ROW:
             histogram[row["bucket"]] = int(row["runs"])
+            continue
+        if row["kind"] == TREND_ROW:
+            if row["bucket"] >= 0 and row["runs"]:
+                cell = trend_cells.setdefault((row["slug"], row["day"]), {})
+                cell[row["bucket"]] = int(row["runs"])
             continue
         runs = int(row["runs"])
         if not runs:
@@ -263,27 +266,17 @@ def summary(window: Window) -> dict[str, Any]:
         "top_workflows": top_workflows,
         "agent_utilisation": agent_utilisation,
         "pool_utilisation": pool_utilisation,
-        "duration_trend": duration_trend(window, [slug for slug, _ in top]),
+        "duration_trend": trend_of(trend_cells, {slug for slug, _ in top}),
     }
 
 
-def duration_trend(window: Window, slugs: list[str]) -> list[dict[str, Any]]:
-    """p50/p95 per day of the given workflows' finished runs, from the duration histogram."""
-    from orchestrator.models import Workflow
-
-    if not slugs:
-        return []
-    rows = fetch(
-        TREND_SQL.format(cells=execution_cells(True), workflow=Workflow._meta.db_table),
-        window.params(slugs),
-    )
-    series: dict[tuple[str, Any], dict[int, int]] = {}
-    for row in rows:
-        series.setdefault((row["slug"], row["day"]), {})[row["bucket"]] = int(row["runs"])
+def trend_of(cells: dict[tuple[str, Any], dict[int, int]], slugs: set[str]) -> list[dict[str, Any]]:
+    """p50/p95 per day of the given workflows' finished runs, from their duration histograms
+    per (workflow, day)."""
     trend = []
-    for (slug, day), histogram in sorted(series.items()):
+    for (slug, day), histogram in sorted(cells.items()):
         runs = sum(n for n in histogram.values() if n > 0)
-        if runs:
+        if slug in slugs and runs:
             trend.append(
                 {
                     "workflow": slug,
