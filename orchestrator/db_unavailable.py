@@ -13,7 +13,9 @@ import logging
 from collections.abc import Callable
 
 import psycopg
+from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger("switchyard.db")
@@ -36,14 +38,34 @@ def unavailable_response() -> JsonResponse:
     return response
 
 
+UNAVAILABLE_MARK = "_switchyard_database_unavailable"
+
+
+@receiver(got_request_exception)
+def mark_database_unavailable(sender, request=None, **kwargs) -> None:
+    """Django turns an exception raised by any middleware (sessions, authentication…) into a
+    500 before an outer middleware sees it; the signal still sees the exception, so the request
+    is marked and the outermost middleware answers 503 instead."""
+    import sys
+
+    error = sys.exc_info()[1]
+    if request is not None and error is not None and is_database_unavailable(error):
+        setattr(request, UNAVAILABLE_MARK, True)
+
+
 class DatabaseUnavailableMiddleware:
-    """Turns database-unavailable errors raised by views into 503 + `Retry-After`."""
+    """Turns database-unavailable errors raised by views and by the middleware inside this one
+    (it must come first in MIDDLEWARE) into 503 + `Retry-After`."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        if response.status_code == 500 and getattr(request, UNAVAILABLE_MARK, False):
+            logger.warning("database unavailable during %s %s", request.method, request.path)
+            return unavailable_response()
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_database_unavailable(exception):

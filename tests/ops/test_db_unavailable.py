@@ -100,3 +100,20 @@ def test_cli_run_retries_a_lost_connection_with_its_idempotency_key():
     with pytest.raises(CliError):
         cli.post("/api/v1/workflows/")
     assert seen == [""]
+
+
+@pytest.mark.django_db
+def test_database_outage_inside_another_middleware_is_a_503_too(api, monkeypatch):
+    """Sessions and authentication touch the database before any view; an outage there must
+    not become a 500 either."""
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    def unreachable(self, request):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(SessionMiddleware, "process_request", unreachable)
+    api.raise_request_exception = False  # the test client re-raises what a server would log
+    response = api.get("/api/v1/workflows/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    assert response.json()["detail"] == "The database is unavailable; retry later."
