@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -212,6 +213,24 @@ class DiagnosisSerializer(serializers.Serializer):
     )
 
 
+class AnalyticsNeedPostgres(APIException):
+    status_code = 501
+    default_detail = (
+        "Analytics need PostgreSQL; this server runs on SQLite, the embedded development "
+        "database. Set DATABASE_URL to a PostgreSQL database."
+    )
+    default_code = "not_implemented"
+
+
+NEEDS_POSTGRES = "The server runs on SQLite (`make run`'s embedded database): no analytics."
+
+
+def require_postgres() -> None:
+    """The rollups and window queries are PostgreSQL SQL; say so instead of failing."""
+    if connection.vendor != "postgresql":
+        raise AnalyticsNeedPostgres()
+
+
 class SummaryView(APIView):
     role_rules = READ_ONLY
 
@@ -223,9 +242,13 @@ class SummaryView(APIView):
         "last 30 days.",
         tags=TAGS,
         parameters=WINDOW_PARAMETERS,
-        responses={200: AnalyticsSummarySerializer, **error_responses(400, 401)},
+        responses={
+            200: AnalyticsSummarySerializer,
+            **error_responses(400, 401, 501, e501=NEEDS_POSTGRES),
+        },
     )
     def get(self, request):
+        require_postgres()
         return Response(AnalyticsSummarySerializer(summary(parse_window(request))).data)
 
 
@@ -238,9 +261,13 @@ class FlakyView(APIView):
         "and inputs",
         tags=TAGS,
         parameters=WINDOW_PARAMETERS,
-        responses={200: FlakyReportSerializer, **error_responses(400, 401)},
+        responses={
+            200: FlakyReportSerializer,
+            **error_responses(400, 401, 501, e501=NEEDS_POSTGRES),
+        },
     )
     def get(self, request):
+        require_postgres()
         return Response(FlakyReportSerializer(flaky_nodes(parse_window(request))).data)
 
 

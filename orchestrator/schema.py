@@ -52,6 +52,7 @@ ERROR_DESCRIPTIONS = {
     403: "Authenticated, but not allowed to do this.",
     404: "Not found.",
     409: "Conflict with the current state of the resource.",
+    501: "Not available on this server's configuration.",
 }
 
 

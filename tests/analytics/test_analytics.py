@@ -274,3 +274,15 @@ def test_summary_query_count_does_not_grow_with_the_data(api, data):
         execution = run(data["beta"], "completed", DAY2 + timedelta(hours=hour))
         job(execution, "build", 1, "completed", extra_agent, pool=f"pool-{hour}", duration_ms=10)
     assert count() == before
+
+
+def test_on_sqlite_the_analytics_say_they_need_postgresql(api, monkeypatch):
+    """`make run` uses SQLite; the analytics SQL is PostgreSQL's, so the API says so (501 in the
+    error shape) instead of failing with a 500."""
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    for path in ("/api/v1/analytics/summary/", "/api/v1/analytics/flaky/"):
+        response = api.get(path)
+        assert response.status_code == 501, path
+        assert "PostgreSQL" in response.json()["detail"]
