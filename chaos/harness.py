@@ -76,12 +76,24 @@ class Supervisor:
         self._thread.join()
 
     def process(self, name: str) -> ManagedProcess:
-        return next(p for p in self.stack.processes if p.name == name)
+        """The live process called `name`, waiting out a restart in progress (between the
+        supervisor removing the dead one and spawning its successor)."""
+        deadline = time.monotonic() + 30
+        while True:
+            found = self.find(name)
+            if found is not None or time.monotonic() > deadline:
+                if found is None:
+                    raise LookupError(f"no process {name!r} in the stack")
+                return found
+            time.sleep(0.05)
+
+    def find(self, name: str) -> ManagedProcess | None:
+        return next((p for p in list(self.stack.processes) if p.name == name), None)
 
     def is_ready(self, name: str) -> bool:
         """Up and serving again: the web answers /readyz, a Celery worker logged `ready.`."""
-        process = self.process(name)
-        if process.popen.poll() is not None:
+        process = self.find(name)
+        if process is None or process.popen.poll() is not None:
             return False
         if name == "web":
             return self.stack.ready()
