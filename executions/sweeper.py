@@ -153,13 +153,18 @@ def announce_agents_gone_offline(now: datetime) -> int:
 
 def fail_jobs_of_lost_agents(now: datetime) -> int:
     """Agents silent for three heartbeat intervals are offline; their running jobs fail with
-    "agent lost" and follow their retry policy (the agent kills them itself on its side)."""
-    lost = Agent.objects.filter(last_heartbeat__lt=online_cutoff()).values_list("pk", "name")
+    "agent lost" and follow their retry policy (the agent kills them itself on its side).
+
+    A job the agent claimed within those three intervals is spared: the claim itself proves the
+    agent alive (e.g. a partition just healed and its next heartbeat is on its way). If the agent
+    stays silent, the job is failed once its claim is that old too."""
+    cutoff = online_cutoff()
+    lost = Agent.objects.filter(last_heartbeat__lt=cutoff).values_list("pk", "name")
     count = 0
     for agent_id, name in lost:
-        for job_id in Job.objects.filter(agent_id=agent_id, status=JobStatus.RUNNING).values_list(
-            "pk", flat=True
-        )[:BATCH]:
+        for job_id in Job.objects.filter(
+            agent_id=agent_id, status=JobStatus.RUNNING, started_at__lt=cutoff
+        ).values_list("pk", flat=True)[:BATCH]:
             count += fail_job(job_id, f"agent lost ({name} stopped heartbeating)", now=now)
     return count
 

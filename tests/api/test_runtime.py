@@ -76,6 +76,8 @@ def test_lost_agent_fails_its_job_which_is_retried_and_its_late_report_is_refuse
     execution = start_execution(workflow)
     job = claim_job(agent, pending_job(execution, "x").pk)
     Agent.objects.filter(pk=agent.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    assert sweep()["agent_lost"] == 0, "a claim this recent proves the agent alive"
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(minutes=5))
     assert sweep()["agent_lost"] == 1
     job.refresh_from_db()
     assert job.status == "failed" and job.error.startswith("agent lost")
