@@ -31,8 +31,17 @@ $(CHROMIUM):
 		echo "warning: $(CHROMIUM) is missing; the UI tests need it: sudo apt-get install chromium"; \
 	fi
 
+# tests/ops verifies the systemd units with `systemd-analyze verify`.
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
+$(SYSTEMD_ANALYZE):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
+	else \
+		echo "warning: $(SYSTEMD_ANALYZE) is missing; tests/ops needs it: sudo apt-get install systemd"; \
+	fi
+
 ## Create the virtualenv and install everything (idempotent).
-bootstrap: $(STAMP) $(NPM_STAMP) $(CHROMIUM)
+bootstrap: $(STAMP) $(NPM_STAMP) $(CHROMIUM) $(SYSTEMD_ANALYZE)
 
 ## Run web + control worker + beat + a local agent on SQLite and the bundled Redis.
 run: bootstrap

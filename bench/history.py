@@ -23,13 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from bench.figures import percentile
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/switchyard_history"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def ensure_database(url: str) -> None:

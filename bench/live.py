@@ -14,11 +14,11 @@ import json
 import re
 import statistics
 import time
-from datetime import datetime
 
 import httpx
 import websockets
 
+from bench.figures import parse_time, percentile
 from orchestrator.localstack import LocalStack
 
 ADMIN_PASSWORD = "local-stack-password-1"
@@ -55,10 +55,6 @@ def watched_definition(steps: int, hold_s: float) -> dict:
     return {"slug": f"bench-live-{steps}", "nodes": nodes}
 
 
-def parse_time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 class Watcher:
     """One WebSocket client subscribed to one execution, recording what it receives."""
 
@@ -86,7 +82,7 @@ class Watcher:
                         self.event_ids.add(event["id"])
                         if event["kind"] == "job.finished":
                             self.latencies_ms.append(
-                                (received - parse_time(event["timestamp"])) * 1000
+                                (received - parse_time(event["timestamp"]).timestamp()) * 1000
                             )
                     if message.get("status") in ("completed", "failed", "cancelled", "timed_out"):
                         self.finished.set()
@@ -114,18 +110,13 @@ async def watch_one_run(stack: LocalStack, cookie: str, clients: int, steps: int
             page = (await api.get(url)).json()
             rows += page["results"]
             url = page.get("next")
-    subscribed_at = min(parse_time(r["timestamp"]) for r in rows if r["kind"] == "job.queued")
-    expected = {r["id"] for r in rows if parse_time(r["timestamp"]) >= subscribed_at}
+    subscribed_at = min(
+        parse_time(r["timestamp"]).timestamp() for r in rows if r["kind"] == "job.queued"
+    )
+    expected = {r["id"] for r in rows if parse_time(r["timestamp"]).timestamp() >= subscribed_at}
     lost = sum(len(expected - w.event_ids) for w in watchers)
     latencies = [value for w in watchers for value in w.latencies_ms]
     return {"latencies": latencies, "lost": lost, "expected": len(expected)}
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
 def scenario_live(stack: LocalStack, runs: int = 5, clients: int = 200) -> dict:

@@ -20,11 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import psycopg
 
+from bench.figures import parse_time, percentile
 from bench.live import scenario_live
 from orchestrator.localstack import (
     ROOT,
@@ -35,18 +35,6 @@ from orchestrator.localstack import (
 )
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def chain_definition(steps: int) -> dict:

@@ -90,6 +90,18 @@ class Handover:
     lease: uuid.UUID
 
 
+def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = False) -> None:
+    """The `job.claimed` log event, for a claim and for a job handed over with a report."""
+    how = " (handed over with its last report)" if handoff else ""
+    recorder.add(
+        "job.claimed",
+        f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name}{how}",
+        node_id=job.node_id,
+        job_id=job.pk,
+        data={"agent": agent.name, "handoff": True} if handoff else {"agent": agent.name},
+    )
+
+
 def lock_execution(execution_id) -> Execution:
     """Lock an execution row for a transition. FOR NO KEY UPDATE: rows referencing it (events,
     jobs) can still be inserted meanwhile, so claims never deadlock with advancing."""
@@ -613,14 +625,7 @@ class Advancer:
                 job.started_at = job.dispatched_at = now
                 job.wait_reason = ""
                 self.handed_off = job
-                self.recorder.add(
-                    "job.claimed",
-                    f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name} "
-                    "(handed over with its last report)",
-                    node_id=job.node_id,
-                    job_id=job.pk,
-                    data={"agent": agent.name, "handoff": True},
-                )
+                record_claim(self.recorder, job, agent, handoff=True)
                 return
 
 

@@ -28,6 +28,7 @@ from executions.advancing import (
     Handover,
     job_output,
     lock_execution,
+    record_claim,
     settle_job,
 )
 from executions.live import publish_output_after_commit
@@ -145,17 +146,6 @@ def announce_claim(job: Job, agent, now) -> Job:
     record_claim(recorder, job, agent)
     recorder.flush()
     return prepare_claim(job)
-
-
-def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = False) -> None:
-    how = " (handed over with its last report)" if handoff else ""
-    recorder.add(
-        "job.claimed",
-        f"job for '{job.node_id}' (attempt {job.attempt}) claimed by {agent.name}{how}",
-        node_id=job.node_id,
-        job_id=job.pk,
-        data={"agent": agent.name, "handoff": handoff} if handoff else {"agent": agent.name},
-    )
 
 
 def prepare_claim(job: Job) -> Job:

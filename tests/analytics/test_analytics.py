@@ -276,13 +276,46 @@ def test_summary_query_count_does_not_grow_with_the_data(api, data):
     assert count() == before
 
 
-def test_on_sqlite_the_analytics_say_they_need_postgresql(api, monkeypatch):
-    """`make run` uses SQLite; the analytics SQL is PostgreSQL's, so the API says so (501 in the
-    error shape) instead of failing with a 500."""
-    from django.db import connection
+SQLITE_PROBE = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from django.test import Client
+from orchestrator.authentication import create_api_token
+user = get_user_model().objects.create_superuser("root", password="pw-root-123")
+client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION="Token " + create_api_token(user))
+for path in ("/api/v1/analytics/summary/", "/api/v1/analytics/flaky/"):
+    response = client.get(path)
+    print(path, response.status_code, response.json()["detail"])
+"""
 
-    monkeypatch.setattr(connection, "vendor", "sqlite")
-    for path in ("/api/v1/analytics/summary/", "/api/v1/analytics/flaky/"):
-        response = api.get(path)
-        assert response.status_code == 501, path
-        assert "PostgreSQL" in response.json()["detail"]
+
+def test_on_sqlite_the_analytics_say_they_need_postgresql(tmp_path):
+    """`make run` uses SQLite; the analytics SQL is PostgreSQL's, so on a real SQLite database
+    the API says so (501 in the error shape) instead of failing with a 500."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'switchyard.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
+        "SWITCHYARD_VAR_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SQLITE_PROBE],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    for line in lines:
+        _path, code, detail = line.split(" ", 2)
+        assert code == "501" and "PostgreSQL" in detail, line

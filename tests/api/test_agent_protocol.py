@@ -113,15 +113,21 @@ def test_claim_complete_advances_the_graph(execution, agent_token):
     assert execution.nodes["first"]["status"] == "completed"
 
 
+def broker_queue_length(queue: str) -> int:
+    """Messages waiting in a queue of the real Redis broker (kombu keeps each queue in a list
+    named after it)."""
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(queue)
+
+
 def test_report_hands_the_job_it_made_ready_to_the_reporting_agent(
-    execution, agent_token, django_capture_on_commit_callbacks, monkeypatch
+    api, execution, agent_token, django_capture_on_commit_callbacks
 ):
     """`accept_next`: the next job is claimed for the reporter in the report's transaction and
     never published; a repeated report hands nothing over again."""
-    published = []
-    monkeypatch.setattr(
-        "executions.dispatch.app.send_task", lambda *a, **kw: published.append(kw["queue"])
-    )
+    queued_before = broker_queue_length("pool.default")
     client = agent_client(agent_token)
     client.post("/api/agent/v1/heartbeat", {"running_jobs": []}, format="json")
     first = Job.objects.get(execution=execution, node_id="first")
@@ -139,7 +145,7 @@ def test_report_hands_the_job_it_made_ready_to_the_reporting_agent(
     assert body["next"]["params"] == {"command": "echo got 7"}
     assert body["next"]["lease"] == str(second.lease)
     assert second.status == "running" and second.agent.name == "a1"
-    assert published == []
+    assert broker_queue_length("pool.default") == queued_before, "nothing was published"
     kinds = list(execution.events.filter(job_id=second.pk).values_list("kind", flat=True))
     assert kinds == ["job.queued", "template.resolved", "job.claimed"]
 
@@ -151,6 +157,10 @@ def test_report_hands_the_job_it_made_ready_to_the_reporting_agent(
     assert done.json()["next"] is None
     execution.refresh_from_db()
     assert execution.status == "completed"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post("/api/v1/workflows/chain/execute/", {}, format="json")
+    assert broker_queue_length("pool.default") == queued_before + 1, "a plain start publishes"
 
 
 def test_a_report_with_nothing_made_ready_pulls_the_oldest_due_job(api, agent_token):

@@ -248,26 +248,44 @@ def test_a_repeated_idempotency_key_returns_the_first_run_and_starts_nothing(api
     assert Execution.objects.count() == 3 and Job.objects.count() == 3
 
 
-def test_a_concurrent_repeat_of_an_idempotency_key_loses_the_race_cleanly(api, monkeypatch):
-    """Two starts with one key racing past the lookup: the unique constraint refuses the second,
-    which answers with the first run instead of a 500."""
-    from orchestrator import api as workflow_api
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_starts_with_one_idempotency_key_make_one_run_and_no_error(api, admin_user):
+    """Eight clients start with the same key at once, five times over, on real PostgreSQL
+    connections: the requests that pass the lookup together race on the unique constraint, and
+    every loser answers with the winner's run instead of a 500."""
+    import threading
+
+    from rest_framework.test import APIClient
+
+    from orchestrator.authentication import create_api_token
 
     api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
     url = "/api/v1/workflows/hello-api/execute/"
-    first = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="k")
-    looked_up = []
+    token = create_api_token(admin_user)
 
-    def lookup_missing_once(workflow, key):
-        looked_up.append(key)
-        if len(looked_up) == 1:
-            return None
-        return Execution.objects.filter(idempotency_key=key).values_list("pk", flat=True).first()
+    def start(key: str, barrier: threading.Barrier, answers: list[tuple[int, str]]) -> None:
+        from django.db import connection
 
-    monkeypatch.setattr(workflow_api, "earlier_start", lookup_missing_once)
-    raced = api.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY="k")
-    assert raced.status_code == 200 and raced.json()["id"] == first.json()["id"]
-    assert Execution.objects.count() == 1 and looked_up == ["k", "k"]
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        barrier.wait()
+        response = client.post(url, WHO, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        answers.append((response.status_code, response.json().get("id", "")))
+        connection.close()
+
+    for round_number in range(5):
+        key = f"race-{round_number}"
+        barrier = threading.Barrier(8)
+        answers: list[tuple[int, str]] = []
+        threads = [threading.Thread(target=start, args=(key, barrier, answers)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        codes = sorted(code for code, _ in answers)
+        assert codes == [200] * 7 + [201], codes
+        assert len({run for _, run in answers}) == 1
+        assert Execution.objects.filter(idempotency_key=key).count() == 1
 
 
 @pytest.mark.parametrize("key", ["x" * 201, "bad\nkey"])

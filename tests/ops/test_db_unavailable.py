@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from django.db import InterfaceError, OperationalError
+from django.db import OperationalError
 
 from agents.agent.client import retry_after_seconds
 from executions.api import ExecutionLogView
@@ -15,18 +15,61 @@ from orchestrator.cli.main import Api, CliError, retry_after
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("error", [OperationalError, InterfaceError])
-def test_database_unavailable_is_503_with_retry_after(api, monkeypatch, error):
-    def unreachable(self):
-        raise error("connection to server at 127.0.0.1 failed: Connection refused")
+UNREACHABLE_PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="127.0.0.1")
+for path, headers in (
+    ("/api/v1/workflows/", {"HTTP_AUTHORIZATION": "Token syu_not-checked-the-db-is-down"}),
+    ("/executions/", {"HTTP_COOKIE": "sessionid=" + "k" * 32}),
+):
+    response = client.get(path, **headers)
+    print(path, response.status_code, response.get("Retry-After"), response.content.decode())
+"""
 
-    monkeypatch.setattr(ExecutionLogView, "get_queryset", unreachable)
 
-    response = api.get(f"/api/v1/executions/{uuid.uuid4()}/log/")
+@pytest.mark.parametrize("pool", ["1", "0"])
+def test_a_real_unreachable_database_is_503_with_retry_after(tmp_path, pool):
+    """PostgreSQL really unreachable (nothing listens on the port), with and without the
+    connection pool: an API request and a signed-in page both answer 503 + Retry-After in the
+    project's error shape."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    assert response.status_code == 503
-    assert int(response["Retry-After"]) > 0
-    assert response.json() == {"detail": "The database is unavailable; retry later.", "errors": []}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    env = os.environ | {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{closed_port}/switchyard",
+        "DB_POOL": pool,
+        "DB_POOL_MIN_SIZE": "0",
+        "DB_POOL_TIMEOUT": "1",
+        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
+        "SWITCHYARD_VAR_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE_PROBE],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout + result.stderr
+    for line in lines:
+        _path, code, retry_after, body = line.split(" ", 3)
+        assert (code, retry_after) == ("503", "2"), line
+        assert json.loads(body) == {
+            "detail": "The database is unavailable; retry later.",
+            "errors": [],
+        }
 
 
 def test_other_errors_are_not_disguised_as_503(api, monkeypatch):
@@ -51,55 +94,92 @@ def test_agent_reads_retry_after_of_503_only():
     assert retry_after_seconds(None) == 0.0
 
 
+class ScriptedServer:
+    """A real HTTP server on loopback answering each request with the next scripted action:
+    `(status, headers, body)`, or `DROP` to close the connection without answering."""
+
+    DROP = "drop"
+
+    def __init__(self, *script) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.script = list(script)
+        self.seen: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                outer.seen.append((self.path, self.headers.get("Idempotency-Key", "")))
+                action = outer.script.pop(0)
+                if action == ScriptedServer.DROP:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                status, headers, body = action
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+UNAVAILABLE = (503, {"Retry-After": "0"}, {"detail": "The database is unavailable", "errors": []})
+
+
 def test_cli_repeats_a_request_answered_503_then_succeeds():
-    answers = [_response(503, **{"Retry-After": "0"}), _response(503), httpx.Response(200, json=[])]
-    seen = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.path)
-        return answers.pop(0)
-
-    cli = Api("http://control.test", "token")
-    cli.http = httpx.Client(base_url="http://control.test", transport=httpx.MockTransport(handler))
-
-    assert cli.get("/api/v1/workflows/") == []
-    assert seen == ["/api/v1/workflows/"] * 3
+    with ScriptedServer(UNAVAILABLE, UNAVAILABLE, (200, {}, [])) as server:
+        cli = Api(server.url, "token")
+        assert cli.get("/api/v1/workflows/") == []
+    assert [path for path, _ in server.seen] == ["/api/v1/workflows/"] * 3
 
 
 def test_cli_gives_up_on_503_after_its_budget():
-    cli = Api("http://control.test", "token", unavailable_budget=0)
-    cli.http = httpx.Client(
-        base_url="http://control.test",
-        transport=httpx.MockTransport(lambda request: _response(503, **{"Retry-After": "1"})),
-    )
-
-    with pytest.raises(CliError, match="503"):
-        cli.get("/api/v1/workflows/")
+    later = (503, {"Retry-After": "1"}, {"detail": "The database is unavailable", "errors": []})
+    with ScriptedServer(later) as server:
+        cli = Api(server.url, "token", unavailable_budget=0)
+        with pytest.raises(CliError, match="503"):
+            cli.get("/api/v1/workflows/")
+    assert len(server.seen) == 1
     assert retry_after(_response(404)) is None
 
 
 def test_cli_run_retries_a_lost_connection_with_its_idempotency_key():
     """A start whose connection dropped is repeated with the same key (the server starts
     nothing twice for one key); other requests are not repeated."""
-    seen: list[str] = []
+    with ScriptedServer(ScriptedServer.DROP, (200, {}, {"id": "run-1"})) as server:
+        cli = Api(server.url, "token")
+        started = cli.post("/api/v1/workflows/w/execute/", {}, headers={"Idempotency-Key": "k1"})
+        assert started == {"id": "run-1"}
+    assert [key for _, key in server.seen] == ["k1", "k1"]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("Idempotency-Key", ""))
-        if len(seen) == 1:
-            raise httpx.ReadError("connection reset")
-        return httpx.Response(200, json={"id": "run-1"})
-
-    cli = Api("http://control.test", "token")
-    cli.http = httpx.Client(base_url="http://control.test", transport=httpx.MockTransport(handler))
-    assert cli.post("/api/v1/workflows/w/execute/", {}, headers={"Idempotency-Key": "k1"}) == {
-        "id": "run-1"
-    }
-    assert seen == ["k1", "k1"]
-
-    seen.clear()
-    with pytest.raises(CliError):
-        cli.post("/api/v1/workflows/")
-    assert seen == [""]
+    with ScriptedServer(ScriptedServer.DROP) as server:
+        cli = Api(server.url, "token")
+        with pytest.raises(CliError):
+            cli.post("/api/v1/workflows/")
+    assert [key for _, key in server.seen] == [""]
 
 
 @pytest.mark.django_db
