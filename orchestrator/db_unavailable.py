@@ -10,6 +10,7 @@ errors and lost reports.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 
 import psycopg
@@ -46,7 +47,6 @@ def mark_database_unavailable(sender, request=None, **kwargs) -> None:
     """Django turns an exception raised by any middleware (sessions, authentication…) into a
     500 before an outer middleware sees it; the signal still sees the exception, so the request
     is marked and the outermost middleware answers 503 instead."""
-    import sys
 
     error = sys.exc_info()[1]
     if request is not None and error is not None and is_database_unavailable(error):
