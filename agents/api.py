@@ -32,6 +32,8 @@ from agents.serializers import (
     JobSpecSerializer,
     OutputSerializer,
     RegisterSerializer,
+    ReportBatchAckSerializer,
+    ReportBatchSerializer,
 )
 from agents.services import (
     AgentNameTaken,
@@ -54,6 +56,7 @@ from executions.jobs import (
     report_and_take_next,
     report_job_result,
 )
+from executions.report_batch import BatchedReport, apply_report_batch
 from orchestrator.api_errors import Conflict
 from orchestrator.parsers import SanitisingJSONParser
 from orchestrator.roles import READ_ONLY, Action
@@ -201,6 +204,29 @@ class OutputView(AgentView):
         return Response(result)
 
 
+def report_answer(agent, job_id: uuid.UUID, data: dict) -> dict:
+    """Apply one final report and shape the answer (`next` with `accept_next`); raises
+    JobNotFound / ExecutionConflict."""
+    data = dict(data)
+    accept_next = data.pop("accept_next", False)
+    report = JobReport(**data)
+    if accept_next:
+        outcome = report_and_take_next(agent, job_id, report)
+    else:
+        outcome = ReportOutcome(*report_job_result(agent, job_id, report))
+    return report_body(outcome)
+
+
+def report_body(outcome: ReportOutcome) -> dict:
+    job = outcome.job
+    return {
+        "job_id": str(job.pk),
+        "status": job.status,
+        "applied": outcome.applied,
+        "next": job_spec(outcome.next_job) if outcome.next_job else None,
+    }
+
+
 class CompleteView(AgentView):
     @extend_schema(
         operation_id="agent_job_complete",
@@ -216,29 +242,48 @@ class CompleteView(AgentView):
     def post(self, request, job_id: str):
         serializer = CompleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        accept_next = data.pop("accept_next", False)
-        report = JobReport(**data)
         try:
-            if accept_next:
-                outcome = report_and_take_next(request.auth, parse_job_id(job_id), report)
-            else:
-                outcome = ReportOutcome(
-                    *report_job_result(request.auth, parse_job_id(job_id), report)
-                )
+            return Response(
+                report_answer(request.auth, parse_job_id(job_id), serializer.validated_data)
+            )
         except JobNotFound as error:
             raise NotFound("No such job.") from error
         except ExecutionConflict as error:
             raise Conflict(str(error)) from error
-        job = outcome.job
-        return Response(
-            {
-                "job_id": str(job.pk),
-                "status": job.status,
-                "applied": outcome.applied,
-                "next": job_spec(outcome.next_job) if outcome.next_job else None,
-            }
-        )
+
+
+class ReportBatchView(AgentView):
+    """Final reports of several jobs in one request. An agent whose slots finish together sends
+    them at once (group commit), which saves a request per job under load; each report is
+    applied, fenced and idempotent exactly as `…/jobs/{id}/complete`, and its outcome (or its
+    404/409) is returned in the same order."""
+
+    @extend_schema(
+        operation_id="agent_reports",
+        summary="Report several jobs' final results",
+        tags=PROTOCOL,
+        request=ReportBatchSerializer,
+        responses={200: ReportBatchAckSerializer, **error_responses(400, 401)},
+    )
+    def post(self, request):
+        serializer = ReportBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        entries = []
+        for data in serializer.validated_data["reports"]:
+            data = dict(data)
+            job_id, accept_next = data.pop("job_id"), data.pop("accept_next", False)
+            entries.append(BatchedReport(job_id, JobReport(**data), accept_next))
+        results = []
+        for entry, outcome in zip(entries, apply_report_batch(request.auth, entries), strict=True):
+            if isinstance(outcome, JobNotFound):
+                error = {"status": 404, "detail": "No such job."}
+                results.append({"job_id": str(entry.job_id), "error": error})
+            elif isinstance(outcome, ExecutionConflict):
+                error = {"status": 409, "detail": str(outcome)}
+                results.append({"job_id": str(entry.job_id), "error": error})
+            else:
+                results.append(report_body(outcome))
+        return Response({"results": results})
 
 
 class AgentListView(APIView):

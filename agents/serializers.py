@@ -57,10 +57,13 @@ class OutputSerializer(serializers.Serializer):
     chunks = serializers.ListField(child=OutputChunkSerializer(), max_length=1000)
 
 
+REPORTED_STATUSES = ["completed", "failed", "timeout"]
+
+
 @extend_schema_serializer(component_name="JobResult")
 class CompleteSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=["completed", "failed", "timeout"])
+    status = serializers.ChoiceField(choices=REPORTED_STATUSES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
     stdout = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, default="", trim_whitespace=False
@@ -90,6 +93,20 @@ class CompleteSerializer(serializers.Serializer):
             attrs[key] = attrs.get(key) or ""
         attrs["outputs"] = attrs.get("outputs") or {}
         return attrs
+
+
+MAX_BATCHED_REPORTS = 64
+
+
+@extend_schema_serializer(component_name="BatchedJobResult")
+class BatchedReportSerializer(CompleteSerializer):
+    job_id = serializers.UUIDField()
+
+
+class ReportBatchSerializer(serializers.Serializer):
+    """Several final reports in one request (the agent groups reports finishing together)."""
+
+    reports = BatchedReportSerializer(many=True, allow_empty=False, max_length=MAX_BATCHED_REPORTS)
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -207,6 +224,26 @@ class JobResultAckSerializer(serializers.Serializer):
         required=False,
         help_text="With `accept_next`: a job claimed for this agent (as a claim response).",
     )
+
+
+class ReportErrorSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="404 (no such job) or 409 (stale lease, state).")
+    detail = serializers.CharField()
+
+
+class BatchedReportResultSerializer(serializers.Serializer):
+    """One report's outcome, in the order of the request: either the fields of a single
+    report's answer, or `error`."""
+
+    job_id = serializers.UUIDField()
+    status = serializers.CharField(required=False)
+    applied = serializers.BooleanField(required=False)
+    next = JobSpecSerializer(allow_null=True, required=False)
+    error = ReportErrorSerializer(required=False)
+
+
+class ReportBatchAckSerializer(serializers.Serializer):
+    results = BatchedReportResultSerializer(many=True)
 
 
 class AgentListResponseSerializer(serializers.Serializer):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -104,10 +105,12 @@ def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = Fa
 
 def lock_execution(execution_id) -> Execution:
     """Lock an execution row for a transition. FOR NO KEY UPDATE: rows referencing it (events,
-    jobs) can still be inserted meanwhile, so claims never deadlock with advancing."""
+    jobs) can still be inserted meanwhile, so claims never deadlock with advancing. The
+    version's definition is not read (the parsed spec is cached per version)."""
     return (
         Execution.objects.select_for_update(of=("self",), no_key=True)
         .select_related("workflow", "version")
+        .defer("version__definition")
         .get(pk=execution_id)
     )
 
@@ -121,11 +124,11 @@ class Advancer:
         spec: WorkflowSpec,
         recorder: EventRecorder,
         *,
-        handoff_to: Handover | None = None,
+        handoffs: Sequence[Handover] = (),
     ) -> None:
         self.execution = execution
-        self.handoff_to = handoff_to
-        self.handed_off: Job | None = None
+        self.handoffs = list(handoffs)
+        self.handed_off: dict[uuid.UUID, Job] = {}
         self.spec = spec
         self.recorder = recorder
         self.now = recorder.now
@@ -610,23 +613,26 @@ class Advancer:
         self.after_commit = []
 
     def hand_off(self) -> None:
-        """Claim one new job for the agent whose report made it ready (it offered its freed
-        slot), in this transaction: that job is never published, so no other agent sees it."""
-        if self.handoff_to is None or self.handed_off is not None:
-            return
-        agent = self.handoff_to.agent
-        queues = agent.queues
+        """Claim new jobs for the agents whose reports made them ready (each offered the slot
+        its finished job frees), in this transaction: those jobs are never published, so no
+        other agent sees them. One job per offer, in order; `handed_off` maps lease -> job."""
+        offers = [h for h in self.handoffs if h.lease not in self.handed_off]
         for job in self.new_jobs:
-            if job.status == JobStatus.PENDING and job.not_before is None and job.queue in queues:
-                now = timezone.now()
-                job.status = JobStatus.RUNNING
-                job.agent = agent
-                job.lease = self.handoff_to.lease
-                job.started_at = job.dispatched_at = now
-                job.wait_reason = ""
-                self.handed_off = job
-                record_claim(self.recorder, job, agent, handoff=True)
+            if not offers:
                 return
+            if job.status != JobStatus.PENDING or job.not_before is not None:
+                continue
+            offer = next((h for h in offers if job.queue in h.agent.queues), None)
+            if offer is None:
+                continue
+            offers.remove(offer)
+            job.status = JobStatus.RUNNING
+            job.agent = offer.agent
+            job.lease = offer.lease
+            job.started_at = job.dispatched_at = timezone.now()
+            job.wait_reason = ""
+            self.handed_off[offer.lease] = job
+            record_claim(self.recorder, job, offer.agent, handoff=True)
 
 
 def start_execution(
@@ -703,20 +709,49 @@ def settle_job(
 
     With `handoff_to`, one job made ready here is claimed for that agent and
     returned (see `Advancer.hand_off`)."""
+    offers = [handoff_to] if handoff_to is not None else []
+    handed = settle_jobs(execution, [job], recorder, handoffs=offers)
+    return handed.get(handoff_to.lease) if handoff_to is not None else None
+
+
+SKIP, SAVE, ADVANCE = 0, 1, 2
+
+
+def settle_jobs(
+    execution: Execution,
+    jobs: Sequence[Job],
+    recorder: EventRecorder,
+    *,
+    handoffs: Sequence[Handover] = (),
+) -> dict[uuid.UUID, Job]:
+    """`settle_job` for several jobs of one locked execution at once: every node is resolved
+    (or its retry queued) first, then the graph advances once and is saved once. Returns the
+    jobs handed over, by the lease of the offer they went to."""
     spec = spec_for_version(execution.version)
-    node = spec.nodes[job.node_id]
-    advancer = Advancer(execution, spec, recorder, handoff_to=handoff_to)
+    advancer = Advancer(execution, spec, recorder, handoffs=handoffs)
+    needed = max((settle_one(advancer, job) for job in jobs), default=SKIP)
+    if needed == ADVANCE:
+        advancer.advance()
+    elif needed == SAVE:
+        advancer.save()
+    return advancer.handed_off
+
+
+def settle_one(advancer: Advancer, job: Job) -> int:
+    """Resolve `job`'s node (or queue its retry) on `advancer`; returns what the execution then
+    needs: nothing (`SKIP`, the node was not waiting for this job), a save, or an advance."""
+    execution, recorder = advancer.execution, advancer.recorder
+    node = advancer.spec.nodes[job.node_id]
     if advancer.states.get(job.node_id, NodeState(NodeStatus.PENDING)).status != (
         NodeStatus.RUNNING
     ):
-        return None
+        return SKIP
     if execution.is_terminal:
         outcome = "success" if job.status == JobStatus.COMPLETED else "error"
         advancer.resolve(job.node_id, outcome, "" if outcome == "success" else job.error)
-        advancer.save()
-        return None
+        return SAVE
     if job.status == JobStatus.COMPLETED:
-        advancer.outputs_cache = {job.node_id: job_output(job)}
+        advancer.outputs_cache = (advancer.outputs_cache or {}) | {job.node_id: job_output(job)}
         advancer.resolve(job.node_id, "success")
     elif job.status == JobStatus.CANCELLED:
         advancer.resolve(job.node_id, "error", job.error or "cancelled")
@@ -735,8 +770,7 @@ def settle_job(
                 data={"attempt": job.attempt + 1, "delay_s": delay},
             )
             advancer.queue_job(node, job.attempt + 1, not_before)
-            advancer.save()
-            return advancer.handed_off
+            return SAVE
         advancer.resolve(job.node_id, "error", reason)
         recorder.add(
             "node.failed",
@@ -745,8 +779,7 @@ def settle_job(
             node_id=job.node_id,
             job_id=job.pk,
         )
-    advancer.advance()
-    return advancer.handed_off
+    return ADVANCE
 
 
 def settle_child(child_id) -> None:

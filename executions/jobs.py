@@ -129,8 +129,9 @@ def due_by(now) -> Q:
     return Q(not_before__isnull=True) | Q(not_before__lte=now)
 
 
-def mark_claimed(jobs, agent, lease: uuid.UUID, now) -> int:
-    """The claim itself: one conditional UPDATE of the given (filtered) rows."""
+def mark_claimed(jobs, agent, lease, now) -> int:
+    """The claim itself: one conditional UPDATE of the given (filtered) rows. `lease` is a UUID
+    or an expression (one lease per row)."""
     return jobs.update(
         status=JobStatus.RUNNING,
         agent=agent,
@@ -387,76 +388,103 @@ def handover_lease(report_lease: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(HANDOVER_NAMESPACE, str(report_lease))
 
 
+RESULT_FIELDS = [
+    "error_kind",
+    "status",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "outputs",
+    "http",
+    "error",
+    "duration_ms",
+    "finished_at",
+    "assertions",
+]
+
+
+def lock_execution_of_job(job_id) -> Execution | None:
+    """Lock the execution a job belongs to (FOR NO KEY UPDATE), without its definition."""
+    return (
+        Execution.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("workflow", "version")
+        .defer("version__definition")
+        .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
+        .order_by()
+        .first()
+    )
+
+
+def reported_status(job: Job, report: JobReport) -> str:
+    """The status a report gives its job: what the agent says, unless a kill was requested."""
+    if job.kill_requested_at is not None:
+        return JobStatus.CANCELLED
+    return RESULT_STATUSES[report.status]
+
+
+def fence_report(agent, job: Job, report: JobReport, status: str) -> bool:
+    """Whether the report applies: `False` for a repeat of an applied report (a no-op);
+    ExecutionConflict for a stale or superseded lease or a job in another state."""
+    if job.lease != report.lease:
+        raise ExecutionConflict("lease is stale or superseded")
+    if job.status != JobStatus.RUNNING or job.agent_id != agent.pk:
+        if job.status in (status, JobStatus.FAILED):
+            return False
+        raise ExecutionConflict(f"job is already {job.status}")
+    return True
+
+
+def record_result(
+    execution: Execution, job: Job, report: JobReport, status: str, recorder: EventRecorder
+) -> None:
+    """Put the report on the job (masked, tails only), check its outputs and assertions, and
+    log it; the caller saves the job and settles its node."""
+    forms = secret_forms(job.secrets, job.execution_id)
+    limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
+    job.status = status
+    job.exit_code = report.exit_code
+    job.stdout = mask(report.stdout[-limit:], forms)
+    job.stderr = mask(report.stderr[-limit:], forms)
+    job.outputs = mask(report.outputs, forms)
+    job.http = mask(report.http, forms)
+    job.error = mask(report.error, forms)
+    job.duration_ms = report.duration_ms
+    job.finished_at = report.finished_at or recorder.now
+    if not execution.is_terminal:
+        spec = spec_for_version(execution.version)
+        node = spec.nodes[job.node_id]
+        if node.extract or node.assertions:
+            apply_result_checks(Advancer(execution, spec, recorder), job)
+    job.error_kind = classify_failure(job.status, job.error)
+    level = "info" if job.status == JobStatus.COMPLETED else "error"
+    detail = f" ({job.error})" if job.error else ""
+    recorder.add(
+        "job.finished",
+        f"job for '{job.node_id}' (attempt {job.attempt}) {job.status}{detail}",
+        level=level,
+        node_id=job.node_id,
+        job_id=job.pk,
+        data={"status": job.status, "exit_code": job.exit_code, "duration_ms": job.duration_ms},
+    )
+
+
 def apply_report(
     agent, job_id, report: JobReport, *, handoff_to: Handover | None = None
 ) -> ReportOutcome:
     """The report transaction: fence, store the result masked, check it, settle the node."""
-    status = RESULT_STATUSES.get(report.status)
-    if status is None:
+    if report.status not in RESULT_STATUSES:
         raise ValueError(report.status)
-    now = timezone.now()
     with transaction.atomic():
-        execution = (
-            Execution.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("workflow", "version")
-            .defer("version__definition")
-            .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
-            .first()
-        )
+        execution = lock_execution_of_job(job_id)
         if execution is None:
             raise JobNotFound(job_id)
         job = Job.objects.select_for_update().get(pk=job_id)
-        if job.kill_requested_at is not None:
-            status = JobStatus.CANCELLED
-        if job.lease != report.lease:
-            raise ExecutionConflict("lease is stale or superseded")
-        if job.status != JobStatus.RUNNING or job.agent_id != agent.pk:
-            if job.status in (status, JobStatus.FAILED):
-                return ReportOutcome(job, False)
-            raise ExecutionConflict(f"job is already {job.status}")
-        forms = secret_forms(job.secrets, job.execution_id)
-        limit = settings.SWITCHYARD_REPORT_TAIL_BYTES
-        job.status = status
-        job.exit_code = report.exit_code
-        job.stdout = mask(report.stdout[-limit:], forms)
-        job.stderr = mask(report.stderr[-limit:], forms)
-        job.outputs = mask(report.outputs, forms)
-        job.http = mask(report.http, forms)
-        job.error = mask(report.error, forms)
-        job.duration_ms = report.duration_ms
-        job.finished_at = report.finished_at or now
-        recorder = EventRecorder(execution.pk, now)
-        if not execution.is_terminal:
-            spec = spec_for_version(execution.version)
-            node = spec.nodes[job.node_id]
-            if node.extract or node.assertions:
-                apply_result_checks(Advancer(execution, spec, recorder), job)
-        job.error_kind = classify_failure(job.status, job.error)
-        job.save(
-            update_fields=[
-                "error_kind",
-                "status",
-                "exit_code",
-                "stdout",
-                "stderr",
-                "outputs",
-                "http",
-                "error",
-                "duration_ms",
-                "finished_at",
-                "assertions",
-            ]
-        )
-        level = "info" if job.status == JobStatus.COMPLETED else "error"
-        detail = f" ({job.error})" if job.error else ""
-        recorder.add(
-            "job.finished",
-            f"job for '{job.node_id}' (attempt {job.attempt}) {job.status}{detail}",
-            level=level,
-            node_id=job.node_id,
-            job_id=job.pk,
-            data={"status": job.status, "exit_code": job.exit_code, "duration_ms": job.duration_ms},
-        )
+        status = reported_status(job, report)
+        if not fence_report(agent, job, report, status):
+            return ReportOutcome(job, False)
+        recorder = EventRecorder(execution.pk)
+        record_result(execution, job, report, status, recorder)
+        job.save(update_fields=RESULT_FIELDS)
         handed = settle_job(execution, job, recorder, handoff_to=handoff_to)
         recorder.flush()
     if handed is not None:

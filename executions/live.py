@@ -39,20 +39,33 @@ _publisher_thread = threading.local()
 
 
 def send(group: str, message: dict[str, Any]) -> None:
-    """Send to a group. The message goes through JSON first: the channel layer's msgpack cannot
-    encode UUIDs or datetimes, and browsers receive JSON anyway."""
+    """Send to a group (see `send_all`)."""
+    send_all([(group, message)])
+
+
+def send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send `(group, message)` pairs concurrently. Each message goes through JSON first: the
+    channel layer's msgpack cannot encode UUIDs or datetimes, and browsers receive JSON anyway."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not messages:
         return
     try:
-        message = json.loads(json.dumps(message, cls=DjangoJSONEncoder))
+        encoded = [
+            (group, json.loads(json.dumps(message, cls=DjangoJSONEncoder)))
+            for group, message in messages
+        ]
+
+        async def send_encoded() -> None:
+            await asyncio.gather(*(layer.group_send(group, body) for group, body in encoded))
+
         loop = getattr(_publisher_thread, "loop", None)
         if loop is not None:
-            loop.run_until_complete(layer.group_send(group, message))
+            loop.run_until_complete(send_encoded())
         else:
-            async_to_sync(layer.group_send)(group, message)
+            async_to_sync(send_encoded)()
     except Exception:
-        logger.warning("live update to %s failed; clients will catch up", group, exc_info=True)
+        groups = sorted({group for group, _ in messages})
+        logger.warning("live update to %s failed; clients will catch up", groups, exc_info=True)
 
 
 class BackgroundPublisher:
@@ -95,11 +108,10 @@ class BackgroundPublisher:
             merged: dict[Any, list] = {}
             for execution_id, created in batch:
                 merged.setdefault(execution_id, []).extend(created)
-            for execution_id, created in merged.items():
-                try:
-                    publish_events(execution_id, created)
-                except Exception:
-                    logger.warning("live update of %s failed", execution_id, exc_info=True)
+            try:
+                publish_batch(merged)
+            except Exception:
+                logger.warning("live update of %d executions failed", len(merged), exc_info=True)
             close_old_connections()
 
 
@@ -123,35 +135,47 @@ def publish_events_after_commit(execution_id, created: list) -> None:
 
 
 def publish_events(execution_id, created: list) -> None:
+    publish_batch({execution_id: created})
+
+
+def publish_batch(created_by_execution: dict[Any, list]) -> None:
+    """Push the new log events of several executions and their list rows: two queries and one
+    round of concurrent sends for the whole batch."""
     from executions.models import Execution
     from executions.serializers import EventSerializer, ExecutionSerializer, job_counts_for
 
-    execution = (
-        Execution.objects.select_related("workflow", "version")
-        .defer("nodes", "inputs", "vars", "outputs")
-        .filter(pk=execution_id)
-        .first()
+    ids = [execution_id for execution_id, created in created_by_execution.items() if created]
+    executions = Execution.objects.select_related("workflow", "version").defer(
+        "nodes", "inputs", "vars", "outputs", "version__definition"
     )
-    if execution is None:
+    found = {execution.pk: execution for execution in executions.filter(pk__in=ids).order_by()}
+    if not found:
         return
-    events = EventSerializer(created, many=True).data
-    seq = max(event.pk for event in created)
-    send(
-        execution_group(execution_id),
-        {
-            "type": "execution.events",
-            "seq": seq,
-            "execution_id": str(execution_id),
-            "status": execution.status,
-            "events": events,
-        },
-    )
-    row = ExecutionSerializer(
-        execution, context={"job_counts": job_counts_for([execution.pk])}
-    ).data
-    send("executions", {"type": "execution.changed", "seq": seq, "execution": row})
-    if any(event["kind"].startswith("approval.") for event in events):
-        send("approvals", {"type": "approvals.changed", "execution_id": str(execution_id)})
+    counts = job_counts_for(list(found))
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for execution_id, execution in found.items():
+        created = created_by_execution[execution_id]
+        events = EventSerializer(created, many=True).data
+        seq = max(event.pk for event in created)
+        messages.append(
+            (
+                execution_group(execution_id),
+                {
+                    "type": "execution.events",
+                    "seq": seq,
+                    "execution_id": str(execution_id),
+                    "status": execution.status,
+                    "events": events,
+                },
+            )
+        )
+        row = ExecutionSerializer(execution, context={"job_counts": counts}).data
+        messages.append(("executions", {"type": "execution.changed", "seq": seq, "execution": row}))
+        if any(event["kind"].startswith("approval.") for event in events):
+            messages.append(
+                ("approvals", {"type": "approvals.changed", "execution_id": str(execution_id)})
+            )
+    send_all(messages)
 
 
 def publish_output_after_commit(execution_id, job_id, chunks: list[dict[str, Any]]) -> None:

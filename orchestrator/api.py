@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import IntegrityError
 from django.db.models import ProtectedError
 from django.shortcuts import get_object_or_404
@@ -252,7 +254,11 @@ class ExecuteView(APIView):
         operation_id="workflows_execute",
         summary="Start an execution",
         description=(
-            "Runs the published version, or `version` when given. Returns the new execution."
+            "Runs the published version, or `version` when given. Returns the new execution. "
+            "A client starting many runs may send `Prefer: return=minimal` (RFC 7240): the "
+            "answer is then only `{id, workflow, status, created_at}` with the header "
+            "`Preference-Applied: return=minimal`, which spares the server reading the full "
+            "detail back."
         ),
         tags=TAGS,
         parameters=[
@@ -313,7 +319,7 @@ class ExecuteView(APIView):
         }
         key = idempotency_key(request)
         if key and (earlier := earlier_start(workflow, key)) is not None:
-            return Response(execution_detail_data(earlier), status=status.HTTP_200_OK)
+            return started_response(request, earlier, status.HTTP_200_OK)
         try:
             execution = start_execution(
                 workflow,
@@ -332,8 +338,33 @@ class ExecuteView(APIView):
             earlier = earlier_start(workflow, key) if key else None
             if earlier is None:
                 raise
-            return Response(execution_detail_data(earlier), status=status.HTTP_200_OK)
-        return Response(execution_detail_data(execution.pk), status=status.HTTP_201_CREATED)
+            return started_response(request, earlier, status.HTTP_200_OK)
+        return started_response(request, execution, status.HTTP_201_CREATED)
+
+
+def prefers_minimal(request) -> bool:
+    """Whether the client sent `Prefer: return=minimal` (RFC 7240)."""
+    preferences = request.headers.get("Prefer", "").replace(";", ",").split(",")
+    return any(p.strip().lower() == "return=minimal" for p in preferences)
+
+
+def started_response(request, execution: Execution | uuid.UUID, code: int) -> Response:
+    """The answer to a start: the execution's detail, or its id, workflow, status and creation
+    time when the client prefers a minimal answer."""
+    if not prefers_minimal(request):
+        execution_id = execution.pk if isinstance(execution, Execution) else execution
+        return Response(execution_detail_data(execution_id), status=code)
+    if not isinstance(execution, Execution):
+        execution = Execution.objects.select_related("workflow").get(pk=execution)
+    body = {
+        "id": str(execution.pk),
+        "workflow": execution.workflow.slug,
+        "status": execution.status,
+        "created_at": execution.created_at,
+    }
+    response = Response(body, status=code)
+    response["Preference-Applied"] = "return=minimal"
+    return response
 
 
 def idempotency_key(request) -> str:

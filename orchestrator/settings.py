@@ -243,6 +243,7 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "executions.models.JobStatus",
         "EventLevelEnum": "executions.models.EventLevel",
         "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
+        "ReportedStatusEnum": "agents.serializers.REPORTED_STATUSES",
     },
     "TAGS": [
         {"name": "workflows", "description": "Workflow definitions, versions and runs."},

@@ -88,6 +88,7 @@ agent_v1 = [
     path("jobs/<str:job_id>/claim", agent_api.ClaimView.as_view()),
     path("jobs/<str:job_id>/output", agent_api.OutputView.as_view()),
     path("jobs/<str:job_id>/complete", agent_api.CompleteView.as_view()),
+    path("reports", agent_api.ReportBatchView.as_view()),
 ]
 
 urlpatterns = [

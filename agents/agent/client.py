@@ -179,6 +179,11 @@ class CompleteReply:
             body = response.json()
         except ValueError:
             body = None
+        return cls.from_body(body)
+
+    @classmethod
+    def from_body(cls, body: Any) -> CompleteReply:
+        """The reply to an accepted report, from its JSON answer."""
         data = body.get("next") if isinstance(body, dict) else None
         if not data:
             return cls(True)
@@ -187,6 +192,15 @@ class CompleteReply:
             return cls(True, JobSpec.from_claim(str(job_id or ""), data))
         except InvalidJobSpec as exc:
             return cls(True, next_error=exc, next_job_id=str(job_id or ""))
+
+
+@dataclass(frozen=True)
+class BatchedReport:
+    """A final report waiting to go out with others (see ``AgentClient.complete_many``)."""
+
+    job_id: str
+    report: Mapping[str, Any]
+    accept_next: bool = False
 
 
 def _canonical_id(value: Any) -> str:
@@ -231,6 +245,7 @@ class AgentClient:
         self.version = version
         self.claim_retry_budget = claim_retry_budget
         self.report_retry_budget = report_retry_budget
+        self.batch_reports_supported = True
         self._http = httpx.Client(
             base_url=url.rstrip("/") + API_PREFIX,
             headers={
@@ -304,40 +319,105 @@ class AgentClient:
 
     def _send_report(self, job_id: str, body: dict[str, Any]) -> httpx.Response | None:
         """POST a final report until accepted (the response) or refused for good (``None``)."""
+        response = self._post_until_answered(
+            f"/jobs/{job_id}/complete", body, what=f"the report for job {job_id}"
+        )
+        if response is None or 200 <= response.status_code < 300:
+            return response
+        if response.status_code == 409:
+            logger.warning(
+                "report for job %s refused: lease is stale or superseded (%s)",
+                job_id,
+                ApiError.from_response(response).detail,
+            )
+        else:
+            logger.error(
+                "report for job %s rejected, not retrying: %s",
+                job_id,
+                ApiError.from_response(response),
+            )
+        return None
+
+    def complete_many(self, reports: list[BatchedReport]) -> list[CompleteReply]:
+        """Send several final reports in one request (``POST /reports``), retried as a whole on
+        5xx/network errors (the server applies each report idempotently). Returns one reply per
+        report, in order; a report refused for good (404/409) gets a falsy reply.
+
+        When the batch itself is rejected (a server without ``/reports``, or a 400), each report
+        is sent on its own instead, so a bad one cannot take the others down with it.
+        """
+        body = {
+            "reports": [
+                dict(r.report) | {"job_id": r.job_id, "accept_next": r.accept_next} for r in reports
+            ]
+        }
+        if not self.batch_reports_supported:
+            return self._complete_each(reports)
+        response = self._post_until_answered("/reports", body, what=f"{len(reports)} reports")
+        if response is None:
+            return [CompleteReply(False) for _ in reports]
+        if response.status_code in (404, 405):
+            logger.warning("the control plane has no batch report endpoint; reporting one by one")
+            self.batch_reports_supported = False
+            return self._complete_each(reports)
+        if not 200 <= response.status_code < 300:
+            logger.error(
+                "batch of reports rejected (%s); reporting one by one",
+                ApiError.from_response(response),
+            )
+            return self._complete_each(reports)
+        try:
+            results = response.json()["results"]
+            if not isinstance(results, list) or len(results) != len(reports):
+                raise ValueError("results do not match the reports")
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error("unusable answer to a batch of reports (%s); reporting one by one", exc)
+            return self._complete_each(reports)
+        replies = []
+        for sent, result in zip(reports, results, strict=True):
+            error = result.get("error") if isinstance(result, dict) else None
+            if isinstance(error, dict) or not isinstance(result, dict):
+                logger.warning(
+                    "report for job %s refused: %s",
+                    sent.job_id,
+                    error.get("detail") if isinstance(error, dict) else "malformed result",
+                )
+                replies.append(CompleteReply(False))
+            else:
+                replies.append(CompleteReply.from_body(result))
+        return replies
+
+    def _complete_each(self, reports: list[BatchedReport]) -> list[CompleteReply]:
+        replies = []
+        for sent in reports:
+            if sent.accept_next:
+                replies.append(self.complete_and_take_next(sent.job_id, sent.report))
+            else:
+                replies.append(CompleteReply(self.complete(sent.job_id, sent.report)))
+        return replies
+
+    def _post_until_answered(
+        self, path: str, body: dict[str, Any], *, what: str
+    ) -> httpx.Response | None:
+        """POST until the server answers with anything but a retryable status (the response),
+        or the report retry budget runs out (``None``)."""
         delays = backoff_delays(self.report_retry_budget)
         while True:
             response = None
             try:
-                response = self._http.post(f"/jobs/{job_id}/complete", json=body)
+                response = self._http.post(path, json=body)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                status = response.status_code
-                if 200 <= status < 300:
+                if not is_retryable_status(response.status_code):
                     return response
-                if status == 409:
-                    logger.warning(
-                        "report for job %s refused: lease is stale or superseded (%s)",
-                        job_id,
-                        ApiError.from_response(response).detail,
-                    )
-                    return None
-                if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
-                    logger.error(
-                        "report for job %s rejected, not retrying: %s",
-                        job_id,
-                        ApiError.from_response(response),
-                    )
-                    return None
                 problem = str(ApiError.from_response(response))
             delay = next(delays, None)
             if delay is None:
-                logger.error("giving up reporting job %s: %s", job_id, problem)
+                logger.error("giving up sending %s: %s", what, problem)
                 return None
             delay = max(delay, retry_after_seconds(response))
-            logger.warning(
-                "report for job %s failed (%s); retrying in %.1fs", job_id, problem, delay
-            )
+            logger.warning("sending %s failed (%s); retrying in %.1fs", what, problem, delay)
             time.sleep(delay)
 
     def post_output(self, job_id: str, lease: str, chunks: list[dict[str, Any]]) -> OutputReply:

@@ -29,6 +29,7 @@ from agents.agent.actions import (
 )
 from agents.agent.client import AgentClient, CompleteReply, InvalidJobSpec, JobSpec
 from agents.agent.masking import mask_secrets
+from agents.agent.reporting import ReportBatcher
 from agents.agent.streaming import OutputStreamer
 
 logger = logging.getLogger("switchyard.agent")
@@ -339,7 +340,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResult | None:
+def execute_job(
+    job_id: str, client: AgentClient, runner: Runner, reporter: ReportBatcher | None = None
+) -> ActionResult | None:
     """Claim → run → report one job; the broker message contributes nothing but ``job_id``.
 
     Returns the result, or ``None`` when the job was not ours to run (409/404 on claim, or a
@@ -362,7 +365,7 @@ def execute_job(job_id: str, client: AgentClient, runner: Runner) -> ActionResul
         return _refuse_invalid_spec(job_id, exc, client)
     result = None
     while spec is not None:
-        result, spec = _run_claimed(spec, client, runner)
+        result, spec = _run_claimed(spec, client, runner, reporter)
     return result
 
 
@@ -378,9 +381,10 @@ def _refuse_invalid_spec(
 
 
 def _run_claimed(
-    spec: JobSpec, client: AgentClient, runner: Runner
+    spec: JobSpec, client: AgentClient, runner: Runner, reporter: ReportBatcher | None
 ) -> tuple[ActionResult, JobSpec | None]:
-    """Run one claimed job and report it, offering the slot for the next job when allowed.
+    """Run one claimed job and report it (through `reporter`, with the reports of other slots
+    finishing meanwhile, when given), offering the slot for the next job when allowed.
     Returns the result and the next job handed over with the report, if any."""
     job_id = spec.job_id
     logger.info("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
@@ -394,7 +398,9 @@ def _run_claimed(
         finished_at = _now()
         logger.info("job %s finished: %s %s", job_id, result.status, result.error or "")
         report = _report(spec.lease, result, started_at, finished_at)
-        if runner.accepts_handover():
+        if reporter is not None:
+            reply = reporter.submit(job_id, report, accept_next=runner.accepts_handover())
+        elif runner.accepts_handover():
             reply = client.complete_and_take_next(job_id, report)
         else:
             reply = CompleteReply(client.complete(job_id, report))

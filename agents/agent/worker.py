@@ -16,6 +16,7 @@ from celery.worker.control import control_command
 from agents.agent.actions import KILLED
 from agents.agent.client import AgentClient, ApiError, ClaimUnavailable
 from agents.agent.config import AgentConfig
+from agents.agent.reporting import ReportBatcher
 from agents.agent.runner import Runner, execute_job
 
 logger = logging.getLogger("switchyard.agent")
@@ -26,7 +27,12 @@ LOST_AFTER_INTERVALS = 3
 
 
 def create_app(
-    config: AgentConfig, client: AgentClient, runner: Runner, *, concurrency: int
+    config: AgentConfig,
+    client: AgentClient,
+    runner: Runner,
+    *,
+    concurrency: int,
+    reporter: ReportBatcher | None = None,
 ) -> Celery:
     """A Celery app whose only task is the doorbell ``switchyard.run_job(job_id)``."""
     app = Celery("switchyard-agent", set_as_current=False)
@@ -50,7 +56,7 @@ def create_app(
     @app.task(name=TASK_NAME, shared=False, ignore_result=True, acks_late=True)
     def run_job(job_id: str) -> None:
         try:
-            execute_job(job_id, client, runner)
+            execute_job(job_id, client, runner, reporter)
         except ClaimUnavailable as exc:
             logger.error("%s; returning the message to the broker", exc)
             raise Reject(str(exc), requeue=True) from exc
@@ -148,7 +154,8 @@ def run_worker(
     """Run the Celery worker until SIGTERM/SIGINT (warm shutdown); returns the exit code."""
     client = AgentClient(config.url, config.token)
     runner = Runner(slots=concurrency)
-    app = create_app(config, client, runner, concurrency=concurrency)
+    reporter = ReportBatcher(client)
+    app = create_app(config, client, runner, concurrency=concurrency, reporter=reporter)
     heartbeat = Heartbeat(client, runner, config.heartbeat_interval)
 
     def stop_taking_handovers(**_: object) -> None:

@@ -359,3 +359,33 @@ def test_every_example_workflow_is_valid(api, settings):
             "/api/v1/workflows/validate/", {"definition": path.read_text()}, format="json"
         )
         assert response.json()["valid"], (path.name, response.json()["errors"])
+
+
+def test_a_start_may_prefer_a_minimal_answer(api, django_assert_max_num_queries):
+    """`Prefer: return=minimal` answers with the run's id, workflow, status and creation time
+    only, without reading the detail back; a repeat with the same key gets the same run."""
+    api.post("/api/v1/workflows/", {"definition": HELLO}, format="json")
+    url = "/api/v1/workflows/hello-api/execute/"
+    with django_assert_max_num_queries(10):
+        response = api.post(
+            url, WHO, format="json", HTTP_PREFER="return=minimal", HTTP_IDEMPOTENCY_KEY="k1"
+        )
+    assert response.status_code == 201
+    assert response["Preference-Applied"] == "return=minimal"
+    body = response.json()
+    assert set(body) == {"id", "workflow", "status", "created_at"}
+    assert body["workflow"] == "hello-api" and body["status"] == "running"
+    assert Execution.objects.get(pk=body["id"]).status == "running"
+
+    repeat = api.post(
+        url,
+        WHO,
+        format="json",
+        HTTP_PREFER="respond-async, return=minimal",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
+    assert repeat.status_code == 200 and repeat.json()["id"] == body["id"]
+    assert set(repeat.json()) == set(body)
+
+    full = api.post(url, WHO, format="json")
+    assert "Preference-Applied" not in full and "jobs" in full.json()

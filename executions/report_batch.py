@@ -1,0 +1,189 @@
+"""Several final reports in one call: one transaction, one lock and one advance per execution.
+
+An agent whose slots finish together sends their reports in one request (see
+`agents.agent.reporting`). Each report keeps the semantics of a single one (fencing by lease,
+idempotent repeats, `accept_next` hand-over with a lease derived from the report's), but the
+reports of one execution are applied together: its row is locked once, the jobs are written in
+one statement, the graph advances once, and the slots offered get the jobs that advance made
+ready; slots still free then pull the oldest due jobs of the agent's queues in one statement.
+Under a fan-out this is what keeps N reports from queueing on the same execution lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Case, UUIDField, Value, When
+from django.utils import timezone
+
+from executions.advancing import (
+    ExecutionConflict,
+    Handover,
+    lock_execution,
+    record_claim,
+    settle_jobs,
+)
+from executions.jobs import (
+    RESULT_FIELDS,
+    RESULT_STATUSES,
+    JobNotFound,
+    JobReport,
+    ReportOutcome,
+    due_by,
+    fence_report,
+    handover_lease,
+    mark_claimed,
+    prepare_claim,
+    record_result,
+    reported_status,
+)
+from executions.models import JOB_UNCLAIMED, Job, JobStatus
+from executions.recorder import EventRecorder
+
+
+@dataclass
+class BatchedReport:
+    job_id: uuid.UUID
+    report: JobReport
+    accept_next: bool = False
+
+
+Outcome = ReportOutcome | JobNotFound | ExecutionConflict
+
+
+def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
+    """Apply `entries` in order of execution; returns one outcome per entry (in the order
+    given): a `ReportOutcome` (with `next_job` for an entry that offered its slot and got a
+    job), or the JobNotFound / ExecutionConflict a single report would have raised."""
+    for entry in entries:
+        if entry.report.status not in RESULT_STATUSES:
+            raise ValueError(entry.report.status)
+    outcomes: list[Outcome | None] = [None] * len(entries)
+    execution_of = dict(
+        Job.objects.filter(pk__in={e.job_id for e in entries}).values_list("pk", "execution_id")
+    )
+    by_execution: dict[uuid.UUID, list[int]] = {}
+    for index, entry in enumerate(entries):
+        execution_id = execution_of.get(entry.job_id)
+        if execution_id is None:
+            outcomes[index] = JobNotFound(entry.job_id)
+        else:
+            by_execution.setdefault(execution_id, []).append(index)
+    for execution_id, indexes in by_execution.items():
+        apply_execution_reports(agent, execution_id, entries, indexes, outcomes)
+    give_free_slots_work(agent, entries, outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def apply_execution_reports(
+    agent,
+    execution_id: uuid.UUID,
+    entries: list[BatchedReport],
+    indexes: list[int],
+    outcomes: list[Outcome | None],
+) -> None:
+    """The reports of one execution, in one transaction."""
+    with transaction.atomic():
+        execution = lock_execution(execution_id)
+        jobs = {
+            job.pk: job
+            for job in Job.objects.select_for_update().filter(
+                pk__in={entries[i].job_id for i in indexes}
+            )
+        }
+        recorder = EventRecorder(execution.pk)
+        applied: dict[uuid.UUID, Job] = {}
+        offers: dict[int, Handover] = {}
+        for index in indexes:
+            entry = entries[index]
+            job = jobs[entry.job_id]
+            status = reported_status(job, entry.report)
+            try:
+                fresh = fence_report(agent, job, entry.report, status)
+            except ExecutionConflict as error:
+                outcomes[index] = error
+                continue
+            outcomes[index] = ReportOutcome(job, fresh)
+            if not fresh:
+                continue
+            record_result(execution, job, entry.report, status, recorder)
+            applied[job.pk] = job
+            if entry.accept_next:
+                offers[index] = Handover(agent, handover_lease(entry.report.lease))
+        if not applied:
+            return
+        if len(applied) == 1:
+            next(iter(applied.values())).save(update_fields=RESULT_FIELDS)
+        else:
+            Job.objects.bulk_update(list(applied.values()), RESULT_FIELDS)
+        handed = settle_jobs(execution, list(applied.values()), recorder, handoffs=offers.values())
+        recorder.flush()
+    for index, offer in offers.items():
+        job = handed.get(offer.lease)
+        if job is not None:
+            job.execution = execution
+            outcomes[index].next_job = job  # type: ignore[union-attr]
+
+
+def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:
+    """Entries that offered their slot and got nothing handed over: a repeated report gets the
+    job its first delivery got (same derived lease); a fresh one pulls the oldest due job."""
+    pulling: list[int] = []
+    for index, entry in enumerate(entries):
+        outcome = outcomes[index]
+        if not entry.accept_next or not isinstance(outcome, ReportOutcome):
+            continue
+        if outcome.next_job is None and not outcome.applied:
+            outcome.next_job = (
+                Job.objects.select_related("execution__workflow")
+                .filter(
+                    agent=agent,
+                    status=JobStatus.RUNNING,
+                    lease=handover_lease(entry.report.lease),
+                )
+                .first()
+            )
+        elif outcome.next_job is None:
+            pulling.append(index)
+    leases = [handover_lease(entries[i].report.lease) for i in pulling]
+    pulled = claim_next_jobs(agent, leases) if leases else {}
+    for index, lease in zip(pulling, leases, strict=True):
+        outcomes[index].next_job = pulled.get(lease)
+    for outcome in outcomes:
+        if isinstance(outcome, ReportOutcome) and outcome.next_job is not None:
+            try:
+                prepare_claim(outcome.next_job)
+            except ExecutionConflict:
+                outcome.next_job = None
+
+
+def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
+    """Pull up to `len(leases)` of the oldest due jobs of the agent's queues in one statement
+    (locked rows skipped, as in `claim_next_job`), one per lease; returns lease -> job."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
+            .filter(due_by(now))
+            .order_by("queued_at")
+            .values_list("pk", flat=True)[: len(leases)]
+        )
+        if not ids:
+            return {}
+        lease_of = dict(zip(ids, leases, strict=False))
+        lease = Case(
+            *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
+            output_field=UUIDField(),
+        )
+        mark_claimed(Job.objects.filter(pk__in=ids), agent, lease, now)
+        jobs = list(Job.objects.select_related("execution__workflow").filter(pk__in=ids))
+        recorders: dict[uuid.UUID, EventRecorder] = {}
+        for job in jobs:
+            recorder = recorders.setdefault(job.execution_id, EventRecorder(job.execution_id, now))
+            record_claim(recorder, job, agent)
+        for recorder in recorders.values():
+            recorder.flush()
+    return {job.lease: job for job in jobs}

@@ -1,0 +1,207 @@
+"""`POST /api/agent/v1/reports`: several final reports in one request, one advance per run."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from executions.models import Execution, ExecutionEvent, Job
+from orchestrator.services import create_workflow
+from tests.api.test_agent_protocol import agent_client, agent_token  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+def fanout(width: int) -> dict:
+    shell = {"action": "shell", "with": {"command": "true"}}
+    children = [f"c{i}" for i in range(width)]
+    return {
+        "slug": f"fan{width}",
+        "nodes": [
+            {"id": "root", **shell, "on": {"success": children}},
+            *[{"id": c, **shell, "on": {"success": "gather"}} for c in children],
+            {"id": "gather", "type": "join", "on": {"success": "after"}},
+            {"id": "after", **shell},
+        ],
+    }
+
+
+def entry(job_id, lease, **fields) -> dict:
+    return {
+        "job_id": str(job_id),
+        "lease": str(lease),
+        "status": "completed",
+        "exit_code": 0,
+        "stdout": "ok\n",
+        "accept_next": True,
+    } | fields
+
+
+def report(client, *entries):
+    return client.post("/api/agent/v1/reports", {"reports": list(entries)}, format="json")
+
+
+def start(api, width: int) -> tuple[Execution, dict]:
+    """Start a fan-out and report its root with the batch endpoint: returns the run and the
+    root's answer (its `next` is a child handed over)."""
+    create_workflow(fanout(width))
+    run = api.post(f"/api/v1/workflows/fan{width}/execute/", {}, format="json").json()
+    return Execution.objects.get(pk=run["id"]), run
+
+
+def claim_children(client, execution) -> list[dict]:
+    root = Job.objects.get(execution=execution, node_id="root")
+    spec = client.post(f"/api/agent/v1/jobs/{root.pk}/claim").json()
+    body = report(client, entry(root.pk, spec["lease"])).json()
+    handed = body["results"][0]["next"]
+    specs = [handed]
+    for job in Job.objects.filter(execution=execution, status="pending"):
+        specs.append(client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json())
+    return specs
+
+
+def test_reports_of_one_run_settle_together_and_hand_over_what_they_made_ready(
+    api,
+    agent_token,  # noqa: F811
+):
+    execution, _ = start(api, 3)
+    client = agent_client(agent_token)
+    children = claim_children(client, execution)
+    assert sorted(spec["node_id"] for spec in children) == ["c0", "c1", "c2"]
+
+    body = report(client, *[entry(s["job_id"], s["lease"]) for s in children]).json()
+
+    results = body["results"]
+    assert [r["job_id"] for r in results] == [s["job_id"] for s in children]
+    assert all(r["applied"] and r["status"] == "completed" for r in results)
+    handed = [r["next"] for r in results if r["next"]]
+    assert [spec["node_id"] for spec in handed] == ["after"], "the join made one job ready"
+    after = Job.objects.get(execution=execution, node_id="after")
+    assert after.status == "running" and str(after.lease) == handed[0]["lease"]
+    execution.refresh_from_db()
+    assert execution.nodes["gather"]["status"] == "completed"
+    assert execution.nodes["after"]["status"] == "running"
+    kinds = ExecutionEvent.objects.filter(execution=execution, job_id=after.pk)
+    assert "job.claimed" in set(kinds.values_list("kind", flat=True))
+
+
+def test_a_repeated_batch_changes_nothing_and_returns_the_same_next_jobs(
+    api,
+    agent_token,  # noqa: F811
+):
+    execution, _ = start(api, 2)
+    client = agent_client(agent_token)
+    children = claim_children(client, execution)
+    entries = [entry(s["job_id"], s["lease"]) for s in children]
+    first = report(client, *entries).json()["results"]
+    events = ExecutionEvent.objects.filter(execution=execution).count()
+
+    again = report(client, *entries).json()["results"]
+
+    assert [r["applied"] for r in again] == [False, False]
+    assert [r["next"] for r in again] == [r["next"] for r in first]
+    assert ExecutionEvent.objects.filter(execution=execution).count() == events
+    assert Job.objects.filter(execution=execution, node_id="after").count() == 1
+
+
+def test_each_report_fails_alone_unknown_jobs_404_stale_leases_409(
+    api,
+    agent_token,  # noqa: F811
+):
+    execution, _ = start(api, 2)
+    client = agent_client(agent_token)
+    good, stale = claim_children(client, execution)
+    unknown = uuid.uuid4()
+
+    results = report(
+        client,
+        entry(good["job_id"], good["lease"], accept_next=False),
+        entry(stale["job_id"], uuid.uuid4()),
+        entry(unknown, uuid.uuid4()),
+    ).json()["results"]
+
+    assert results[0]["applied"] is True and results[0]["next"] is None
+    assert results[1] == {
+        "job_id": stale["job_id"],
+        "error": {"status": 409, "detail": "lease is stale or superseded"},
+    }
+    assert results[2] == {
+        "job_id": str(unknown),
+        "error": {"status": 404, "detail": "No such job."},
+    }
+    assert Job.objects.get(pk=stale["job_id"]).status == "running"
+    assert Job.objects.get(pk=good["job_id"]).status == "completed"
+
+
+def test_free_slots_pull_distinct_due_jobs_of_other_runs(api, agent_token):  # noqa: F811
+    create_workflow(fanout(1))
+    runs = [api.post("/api/v1/workflows/fan1/execute/", {}, format="json").json() for _ in "abcd"]
+    client = agent_client(agent_token)
+    roots = [Job.objects.get(execution_id=run["id"], node_id="root") for run in runs]
+    specs = [client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json() for job in roots[:2]]
+
+    results = report(
+        client, *[entry(s["job_id"], s["lease"], status="failed", exit_code=1) for s in specs]
+    ).json()["results"]
+
+    pulled = [r["next"] for r in results]
+    assert sorted(p["job_id"] for p in pulled) == sorted(str(job.pk) for job in roots[2:])
+    assert len({p["lease"] for p in pulled}) == 2
+    for spec in pulled:
+        job = Job.objects.get(pk=spec["job_id"])
+        assert job.status == "running" and str(job.lease) == spec["lease"]
+    again = report(
+        client, *[entry(s["job_id"], s["lease"], status="failed", exit_code=1) for s in specs]
+    ).json()["results"]
+    assert [r["next"]["job_id"] for r in again] == [p["job_id"] for p in pulled]
+
+
+def test_a_batch_costs_the_same_queries_whatever_its_size(api, agent_token):  # noqa: F811
+    """One run's reports are applied with one lock, one job update, one advance: the query
+    count of a batch does not grow with the number of reports in it."""
+    counts = {}
+    for width in (2, 8):
+        execution, _ = start(api, width)
+        client = agent_client(agent_token)
+        children = claim_children(client, execution)
+        entries = [entry(s["job_id"], s["lease"], accept_next=False) for s in children]
+        with CaptureQueriesContext(connection) as queries:
+            results = report(client, *entries).json()["results"]
+        assert all(r["applied"] for r in results)
+        counts[width] = len(queries.captured_queries)
+    assert counts[8] == counts[2], counts
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"reports": []}, "reports"),
+        ({}, "reports"),
+        (
+            {"reports": [{"job_id": "x", "lease": str(uuid.uuid4()), "status": "completed"}]},
+            "reports[0].job_id",
+        ),
+        (
+            {
+                "reports": [
+                    entry(uuid.uuid4(), uuid.uuid4()),
+                    entry(uuid.uuid4(), uuid.uuid4(), status="done"),
+                ]
+            },
+            "reports[1].status",
+        ),
+        ({"reports": [entry(uuid.uuid4(), uuid.uuid4())] * 65}, "reports"),
+    ],
+)
+def test_bad_batches_are_refused_whole_with_the_field_path(agent_token, body, path):  # noqa: F811
+    response = agent_client(agent_token).post("/api/agent/v1/reports", body, format="json")
+    assert response.status_code == 400
+    assert path in [error["path"] for error in response.json()["errors"]], response.json()
+
+
+def test_only_agents_may_report(api):
+    response = api.post("/api/agent/v1/reports", {"reports": []}, format="json")
+    assert response.status_code in (401, 403)
