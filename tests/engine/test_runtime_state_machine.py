@@ -23,8 +23,9 @@ from hypothesis.stateful import (
 
 from agents.services import register_agent
 from executions.advancing import ExecutionConflict, cancel_execution, start_execution
-from executions.jobs import JobReport, claim_job, fail_job, report_job_result
+from executions.jobs import JobReport, ReportOutcome, claim_job, fail_job, report_job_result
 from executions.models import Execution, Job
+from executions.report_batch import BatchedReport, apply_report_batch
 from orchestrator.services import create_workflow
 from tests.api.test_runtime_properties import definitions
 
@@ -85,6 +86,33 @@ class RuntimeMachine(RuleBasedStateMachine):
             applied = False
         if before in TERMINAL_JOB:
             assert not applied
+
+    @rule(
+        target=leases,
+        batch=st.lists(st.tuples(leases, OUTCOMES, st.booleans()), min_size=1, max_size=4),
+    )
+    def report_batch(self, batch):
+        """Reports sent together (as an agent's group commit does), repeats and stale ones
+        included, each possibly offering its slot: each applies at most once, and every job
+        handed over or pulled is running under the lease it was given."""
+        entries, before = [], {}
+        for (job_id, lease), outcome, accept_next in batch:
+            if job_id is not None:
+                before[job_id] = Job.objects.get(pk=job_id).status
+                report = JobReport(lease=lease, status=outcome, exit_code=0)
+                entries.append(BatchedReport(job_id, report, accept_next))
+        if not entries:
+            return (None, None)
+        outcomes = apply_report_batch(self.agent, entries)
+        taken = (None, None)
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if before[entry.job_id] in TERMINAL_JOB:
+                assert not (isinstance(outcome, ReportOutcome) and outcome.applied)
+            if isinstance(outcome, ReportOutcome) and outcome.next_job is not None:
+                job = Job.objects.get(pk=outcome.next_job.pk)
+                assert job.status == "running" and job.lease == outcome.next_job.lease
+                taken = (job.pk, job.lease)
+        return taken
 
     @rule(held=leases, outcome=OUTCOMES)
     def report_with_forged_lease(self, held, outcome: str) -> None:
