@@ -152,11 +152,13 @@ def publish_batch(created_by_execution: dict[Any, list]) -> None:
     if not found:
         return
     counts = job_counts_for(list(found))
+    rows = ExecutionSerializer(list(found.values()), many=True, context={"job_counts": counts})
+    batch = [event for execution_id in found for event in created_by_execution[execution_id]]
+    serialized = iter(EventSerializer(batch, many=True).data)
     messages: list[tuple[str, dict[str, Any]]] = []
-    for execution_id, execution in found.items():
-        created = created_by_execution[execution_id]
-        events = EventSerializer(created, many=True).data
-        seq = max(event.pk for event in created)
+    for (execution_id, execution), row in zip(found.items(), rows.data, strict=True):
+        events = [next(serialized) for _ in created_by_execution[execution_id]]
+        seq = max(event.pk for event in created_by_execution[execution_id])
         messages.append(
             (
                 execution_group(execution_id),
@@ -169,7 +171,6 @@ def publish_batch(created_by_execution: dict[Any, list]) -> None:
                 },
             )
         )
-        row = ExecutionSerializer(execution, context={"job_counts": counts}).data
         messages.append(("executions", {"type": "execution.changed", "seq": seq, "execution": row}))
         if any(event["kind"].startswith("approval.") for event in events):
             messages.append(

@@ -279,6 +279,44 @@ def test_live_messages_reach_the_channel_layer(workflows, settings):
     assert isinstance(message["events"][0]["timestamp"], str)
 
 
+def test_one_live_batch_sends_each_execution_its_own_events_and_row(workflows, settings):
+    """The publisher merges what piled up: several executions in one batch, each group gets its
+    own events (in order) and the list gets one row per execution, as the list API shows it."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from executions.live import publish_batch
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    fanout, _ = workflows
+    runs = [start_execution(fanout) for _ in range(3)]
+    listing = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("executions", listing)
+    channels = {}
+    for run in runs:
+        channels[run.pk] = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(f"execution.{run.pk}", channels[run.pk])
+
+    publish_batch({run.pk: list(run.events.order_by("id")) for run in runs})
+
+    for run in runs:
+        message = async_to_sync(layer.receive)(channels[run.pk])
+        assert message["execution_id"] == str(run.pk)
+        assert [e["id"] for e in message["events"]] == list(
+            run.events.order_by("id").values_list("id", flat=True)
+        )
+        assert message["seq"] == message["events"][-1]["id"]
+    rows = {}
+    for _ in runs:
+        message = async_to_sync(layer.receive)(listing)
+        rows[message["execution"]["id"]] = message["execution"]
+    assert set(rows) == {str(run.pk) for run in runs}
+    for run in runs:
+        row = rows[str(run.pk)]
+        assert row["jobs_total"] == run.jobs.count() and row["status"] == "running"
+
+
 def test_deletes_and_agents_going_offline_are_pushed_live(
     api, workflows, settings, django_capture_on_commit_callbacks
 ):
