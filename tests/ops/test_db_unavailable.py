@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import httpx
+import psycopg
 import pytest
-from django.db import OperationalError
 
 from agents.agent.client import retry_after_seconds
 from executions.api import ExecutionLogView
@@ -182,14 +183,29 @@ def test_cli_run_retries_a_lost_connection_with_its_idempotency_key():
     assert [key for _, key in server.seen] == [""]
 
 
-@pytest.mark.django_db
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def refused() -> psycopg.OperationalError:
+    """A real connection error: PostgreSQL's client refused at a port nothing listens on."""
+    try:
+        psycopg.connect(host="127.0.0.1", port=closed_port(), user="postgres", dbname="x")
+    except psycopg.OperationalError as error:
+        return error
+    raise AssertionError("a closed port accepted a connection")
+
+
 def test_database_outage_inside_another_middleware_is_a_503_too(api, monkeypatch):
-    """Sessions and authentication touch the database before any view; an outage there must
-    not become a 500 either."""
+    """Sessions and authentication touch the database before any view; an outage there (a real
+    refused connection, raised where the session middleware reads) must not become a 500."""
     from django.contrib.sessions.middleware import SessionMiddleware
 
     def unreachable(self, request):
-        raise OperationalError("connection refused")
+        raise refused()
 
     monkeypatch.setattr(SessionMiddleware, "process_request", unreachable)
     api.raise_request_exception = False  # the test client re-raises what a server would log
