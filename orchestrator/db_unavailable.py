@@ -6,14 +6,21 @@ server's trouble, not the client's: clients (the agent, the CLI, API users) retr
 `Retry-After`, so a restart costs a pause rather than a storm of 5xx errors and lost reports. A
 query that fails on a healthy connection (a syntax error, a deadlock, a statement timeout) is a
 bug to see, and stays a 500.
+
+Three layers turn such an error into the same 503: `DatabaseUnavailableMiddleware` for views and
+the middleware inside it, the `got_request_exception` signal for middleware whose errors Django
+has already made a 500, and `DatabaseUnavailableApp` around the ASGI application for what is
+raised outside the middleware chain (e.g. `request_started` receivers) before the response starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import psycopg
 from django.core.signals import got_request_exception
@@ -117,3 +124,57 @@ class DatabaseUnavailableMiddleware:
             exception,
         )
         return unavailable_response()
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_UNAVAILABLE_BODY = json.dumps({"detail": DETAIL, "errors": []}).encode()
+_UNAVAILABLE_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+]
+
+
+class DatabaseUnavailableApp:
+    """Wraps the HTTP application: a database-unavailable error that escapes Django's handler
+    before the response has started (Django's ASGI handler runs `request_started` receivers,
+    e.g. `close_old_connections`, outside every middleware, and the server would answer 500)
+    becomes the same 503 + `Retry-After` as in the middleware. Any other error, and any error
+    after the response started, propagates unchanged. No database work of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started or not is_database_unavailable(error):
+                raise
+            logger.warning(
+                "database unavailable during %s %s (outside the middleware): %s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                type(error).__name__,
+                error,
+            )
+            await send(
+                {"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS}
+            )
+            await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
