@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
+from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
 from executions.live import publish_deleted_after_commit
 from executions.models import (
@@ -609,7 +610,7 @@ class Advancer:
             self.new_jobs = []
         self.recorder.flush()
         for callback in self.after_commit:
-            transaction.on_commit(callback, robust=True)
+            on_commit_robust(callback)
         self.after_commit = []
 
     def hand_off(self) -> None:

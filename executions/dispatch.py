@@ -11,10 +11,10 @@ import logging
 from collections.abc import Iterable
 from functools import partial
 
-from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from executions.commit_hooks import on_commit_robust
 from executions.models import Job, JobStatus
 from orchestrator.celery_app import RUN_JOB_TASK, app
 
@@ -44,4 +44,4 @@ def publish_jobs(jobs: Iterable[tuple[str, str]]) -> list[str]:
 def publish_after_commit(jobs: list[tuple[str, str]]) -> None:
     """Publish once the surrounding transaction commits (never for a rolled-back one)."""
     if jobs:
-        transaction.on_commit(partial(publish_jobs, list(jobs)), robust=True)
+        on_commit_robust(partial(publish_jobs, list(jobs)))
