@@ -154,7 +154,7 @@ def run_worker(
     """Run the Celery worker until SIGTERM/SIGINT (warm shutdown); returns the exit code."""
     client = AgentClient(config.url, config.token)
     runner = Runner(slots=concurrency)
-    reporter = ReportBatcher(client)
+    reporter = ReportBatcher(client, running=lambda: len(runner.running_jobs()))
     app = create_app(config, client, runner, concurrency=concurrency, reporter=reporter)
     heartbeat = Heartbeat(client, runner, config.heartbeat_interval)
 

@@ -137,3 +137,26 @@ def test_a_batch_is_retried_whole_after_a_server_error(control_plane: FakeContro
     assert reply and reply.next.job_id == "next-a"
     bodies = [call.body for call in control_plane.calls("/api/agent/v1/reports")]
     assert len(bodies) == 2 and bodies[0] == bodies[1]
+
+
+def test_a_report_lingers_for_the_agents_other_running_jobs(control_plane: FakeControlPlane):
+    """Three jobs running: the first report waits for the other two (up to the linger) and all
+    three go in one request; with one job running nothing waits."""
+    control_plane.respond("/api/agent/v1/reports", answer_each)
+    running = [3]
+    batcher = ReportBatcher(
+        AgentClient(control_plane.url, "token"), running=lambda: running[0], linger=60
+    )
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        first = pool.submit(batcher.submit, "a", report(), accept_next=False)
+        wait_until(lambda: batcher.waiting() == 1, message="the first report to linger")
+        assert not control_plane.calls("/api/agent/v1/reports")
+        rest = [pool.submit(batcher.submit, j, report(), accept_next=False) for j in "bc"]
+        assert first.result(10) and all(f.result(10) for f in rest)
+    calls = control_plane.calls("/api/agent/v1/reports")
+    assert [[r["job_id"] for r in call.body["reports"]] for call in calls] == [["a", "b", "c"]]
+
+    running[0] = 1
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(batcher.submit, "d", report(), accept_next=False).result(10)
+    assert len(control_plane.calls("/api/agent/v1/reports")) == 2
