@@ -125,10 +125,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# The channel layer waits for messages with 5 s blocking pops; redis-py 8 gives every socket a
+# 5 s read timeout by default, which races those pops and drops idle live connections. Reads
+# get a timeout well above the pop's.
+CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
+                    "socket_connect_timeout": 5,
+                }
+            ]
+        },
     }
 }
 

@@ -191,3 +191,22 @@ def test_bad_subscriptions_are_refused(session_cookie, message, error):
         await ws.disconnect()
 
     run(scenario)
+
+
+def test_an_idle_live_connection_outlives_the_layers_blocking_pops():
+    """The layer waits for messages with blocking pops of `brpop_timeout` seconds; a socket read
+    timeout no longer than that (redis-py 8 defaults to 5 s) makes an idle receive fail and the
+    live connection drop. Idle across two pops, then a message must still arrive."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+
+    async def idle_then_receive() -> dict:
+        import asyncio
+
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(2 * layer.brpop_timeout + 1)
+        assert not waiting.done(), waiting.exception() if waiting.done() else None
+        await layer.send(channel, {"type": "ping"})
+        return await asyncio.wait_for(waiting, timeout=10)
+
+    assert async_to_sync(idle_then_receive)()["type"] == "ping"
