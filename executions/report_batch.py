@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, UUIDField, Value, When
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ from executions.jobs import (
     due_by,
     fence_report,
     handover_lease,
+    lock_execution_of_job,
     mark_claimed,
     prepare_claim,
     record_result,
@@ -61,16 +62,19 @@ def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
         if entry.report.status not in RESULT_STATUSES:
             raise ValueError(entry.report.status)
     outcomes: list[Outcome | None] = [None] * len(entries)
-    execution_of = dict(
-        Job.objects.filter(pk__in={e.job_id for e in entries}).values_list("pk", "execution_id")
-    )
-    by_execution: dict[uuid.UUID, list[int]] = {}
-    for index, entry in enumerate(entries):
-        execution_id = execution_of.get(entry.job_id)
-        if execution_id is None:
-            outcomes[index] = JobNotFound(entry.job_id)
-        else:
-            by_execution.setdefault(execution_id, []).append(index)
+    by_execution: dict[uuid.UUID | None, list[int]] = {}
+    if len(entries) == 1:
+        by_execution[None] = [0]  # locked through the job: saves the lookup
+    else:
+        execution_of = dict(
+            Job.objects.filter(pk__in={e.job_id for e in entries}).values_list("pk", "execution_id")
+        )
+        for index, entry in enumerate(entries):
+            execution_id = execution_of.get(entry.job_id)
+            if execution_id is None:
+                outcomes[index] = JobNotFound(entry.job_id)
+            else:
+                by_execution.setdefault(execution_id, []).append(index)
     for execution_id, indexes in by_execution.items():
         apply_execution_reports(agent, execution_id, entries, indexes, outcomes)
     give_free_slots_work(agent, entries, outcomes)
@@ -79,14 +83,21 @@ def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
 
 def apply_execution_reports(
     agent,
-    execution_id: uuid.UUID,
+    execution_id: uuid.UUID | None,
     entries: list[BatchedReport],
     indexes: list[int],
     outcomes: list[Outcome | None],
 ) -> None:
-    """The reports of one execution, in one transaction."""
+    """The reports of one execution, in one transaction (`execution_id` None: the execution of
+    the only report's job)."""
     with transaction.atomic():
-        execution = lock_execution(execution_id)
+        if execution_id is None:
+            execution = lock_execution_of_job(entries[indexes[0]].job_id)
+            if execution is None:
+                outcomes[indexes[0]] = JobNotFound(entries[indexes[0]].job_id)
+                return
+        else:
+            execution = lock_execution(execution_id)
         jobs = {
             job.pk: job
             for job in Job.objects.select_for_update().filter(
@@ -114,10 +125,7 @@ def apply_execution_reports(
                 offers[index] = Handover(agent, handover_lease(entry.report.lease))
         if not applied:
             return
-        if len(applied) == 1:
-            next(iter(applied.values())).save(update_fields=RESULT_FIELDS)
-        else:
-            Job.objects.bulk_update(list(applied.values()), RESULT_FIELDS)
+        save_results(list(applied.values()))
         handed = settle_jobs(execution, list(applied.values()), recorder, handoffs=offers.values())
         recorder.flush()
     for index, offer in offers.items():
@@ -125,6 +133,37 @@ def apply_execution_reports(
         if job is not None:
             job.execution = execution
             outcomes[index].next_job = job  # type: ignore[union-attr]
+
+
+def save_results(jobs: list[Job]) -> None:
+    """Write the reported fields of several jobs in one statement. On PostgreSQL this is an
+    `UPDATE … FROM (VALUES …)`: Django's `bulk_update` builds a CASE per field and row, which
+    took half of a fan-out batch's time. Elsewhere (the SQLite quick start) one UPDATE per job."""
+    if len(jobs) == 1 or connection.vendor != "postgresql":
+        for job in jobs:
+            job.save(update_fields=RESULT_FIELDS)
+        return
+    fields = [Job._meta.get_field(name) for name in RESULT_FIELDS]
+    key = Job._meta.pk
+    casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    params = []
+    for job in jobs:
+        params.append(key.get_db_prep_save(job.pk, connection))
+        params += [
+            field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields
+        ]
+    quote = connection.ops.quote_name
+    columns = [quote(field.column) for field in fields]
+    assignments = ", ".join(f"{column} = v.{column}" for column in columns)
+    pk = quote(key.column)
+    values = ", ".join([row] * len(jobs))
+    sql = (
+        f"UPDATE {quote(Job._meta.db_table)} AS j SET {assignments} "
+        f"FROM (VALUES {values}) AS v({pk}, {', '.join(columns)}) WHERE j.{pk} = v.{pk}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:

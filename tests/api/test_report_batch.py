@@ -136,6 +136,36 @@ def test_each_report_fails_alone_unknown_jobs_404_stale_leases_409(
     assert Job.objects.get(pk=good["job_id"]).status == "completed"
 
 
+def test_every_field_of_every_report_lands_on_its_own_job(api, agent_token):  # noqa: F811
+    execution, _ = start(api, 3)
+    client = agent_client(agent_token)
+    children = claim_children(client, execution)
+    sent = {
+        spec["job_id"]: {
+            "status": "failed" if n == 1 else "completed",
+            "exit_code": n,
+            "stdout": f"out {n}\n",
+            "stderr": f"err {n}",
+            "outputs": {"n": str(n), "nested": {"k": [n]}},
+            "http": {"status": 200 + n} if n == 2 else None,
+            "duration_ms": 10 * n,
+            "error": "exit code 1" if n == 1 else "",
+            "finished_at": f"2026-11-21T10:00:0{n}+00:00",
+        }
+        for n, spec in enumerate(children)
+    }
+    entries = [entry(s["job_id"], s["lease"], **sent[s["job_id"]]) for s in children]
+    assert all(r["applied"] for r in report(client, *entries).json()["results"])
+    for job_id, fields in sent.items():
+        job = Job.objects.get(pk=job_id)
+        assert job.status == fields["status"] and job.exit_code == fields["exit_code"]
+        assert (job.stdout, job.stderr) == (fields["stdout"], fields["stderr"])
+        assert job.outputs == fields["outputs"] and job.http == fields["http"]
+        assert job.duration_ms == fields["duration_ms"] and job.error == fields["error"]
+        assert job.finished_at.isoformat() == fields["finished_at"]
+        assert job.error_kind == ("exit_code" if fields["status"] == "failed" else "")
+
+
 def test_free_slots_pull_distinct_due_jobs_of_other_runs(api, agent_token):  # noqa: F811
     create_workflow(fanout(1))
     runs = [api.post("/api/v1/workflows/fan1/execute/", {}, format="json").json() for _ in "abcd"]
