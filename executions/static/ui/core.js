@@ -406,7 +406,14 @@
       return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/live/`;
     }
     connect() {
-      if (this.ws && (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING)) return;
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        // Already connected (a retry raced the socket's recovery): say so instead of retrying.
+        clearTimeout(this.retryTimer);
+        this.attempt = 0;
+        this.setState("open");
+        return;
+      }
+      if (this.ws && this.ws.readyState === WebSocket.CONNECTING) return;
       clearTimeout(this.retryTimer);
       this.setState("connecting");
       let ws;
