@@ -15,7 +15,8 @@ Groups and messages (the `type` selects the consumer handler, dots becoming unde
   changing, and the sweeper noticing an agent went offline)
 Publishing never fails a request: the database is the truth and clients can always catch up.
 Execution events leave the request path: a per-process publisher thread sends them, merging
-what piled up for the same execution into one message (see `BackgroundPublisher`).
+what piled up for the same execution into one message (see `BackgroundPublisher`). For each
+execution, its `execution.events` message is sent before its `execution.changed` row.
 """
 
 from __future__ import annotations
@@ -40,23 +41,32 @@ _publisher_thread = threading.local()
 
 def send(group: str, message: dict[str, Any]) -> None:
     """Send to a group (see `send_all`)."""
-    send_all([(group, message)])
+    send_all([[(group, message)]])
 
 
-def send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
-    """Send `(group, message)` pairs concurrently. Each message goes through JSON first: the
-    channel layer's msgpack cannot encode UUIDs or datetimes, and browsers receive JSON anyway."""
+def send_all(sequences: list[list[tuple[str, dict[str, Any]]]]) -> None:
+    """Send sequences of `(group, message)` pairs: each sequence in order (an execution's
+    events before its list row), the sequences concurrently. Each message goes through JSON
+    first: the channel layer's msgpack cannot encode UUIDs or datetimes, and browsers receive
+    JSON anyway."""
     layer = get_channel_layer()
-    if layer is None or not messages:
+    if layer is None or not sequences:
         return
     try:
         encoded = [
-            (group, json.loads(json.dumps(message, cls=DjangoJSONEncoder)))
-            for group, message in messages
+            [
+                (group, json.loads(json.dumps(message, cls=DjangoJSONEncoder)))
+                for group, message in sequence
+            ]
+            for sequence in sequences
         ]
 
+        async def send_in_order(sequence: list[tuple[str, dict[str, Any]]]) -> None:
+            for group, body in sequence:
+                await layer.group_send(group, body)
+
         async def send_encoded() -> None:
-            await asyncio.gather(*(layer.group_send(group, body) for group, body in encoded))
+            await asyncio.gather(*(send_in_order(sequence) for sequence in encoded))
 
         loop = getattr(_publisher_thread, "loop", None)
         if loop is not None:
@@ -64,7 +74,7 @@ def send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
         else:
             async_to_sync(send_encoded)()
     except Exception:
-        groups = sorted({group for group, _ in messages})
+        groups = sorted({group for sequence in sequences for group, _ in sequence})
         logger.warning("live update to %s failed; clients will catch up", groups, exc_info=True)
 
 
@@ -165,8 +175,10 @@ def publish_batch(created_by_execution: dict[Any, list]) -> None:
     counts = job_counts_for(list(found))
     row_of, event_of = row_serializers(EventSerializer, ExecutionSerializer)
     row_of._context = {"job_counts": counts}
-    messages: list[tuple[str, dict[str, Any]]] = []
+    sequences: list[list[tuple[str, dict[str, Any]]]] = []
     for execution_id, execution in found.items():
+        messages: list[tuple[str, dict[str, Any]]] = []
+        sequences.append(messages)
         row = row_of.to_representation(execution)
         events = [event_of.to_representation(e) for e in created_by_execution[execution_id]]
         seq = max(event.pk for event in created_by_execution[execution_id])
@@ -187,7 +199,7 @@ def publish_batch(created_by_execution: dict[Any, list]) -> None:
             messages.append(
                 ("approvals", {"type": "approvals.changed", "execution_id": str(execution_id)})
             )
-    send_all(messages)
+    send_all(sequences)
 
 
 def publish_output_after_commit(execution_id, job_id, chunks: list[dict[str, Any]]) -> None:
