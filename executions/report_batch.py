@@ -40,7 +40,7 @@ from executions.jobs import (
     record_result,
     reported_status,
 )
-from executions.models import JOB_UNCLAIMED, Job, JobStatus
+from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
 from executions.recorder import EventRecorder
 
 
@@ -93,11 +93,15 @@ def apply_execution_reports(
     with transaction.atomic():
         if execution_id is None:
             execution = lock_execution_of_job(entries[indexes[0]].job_id)
-            if execution is None:
-                outcomes[indexes[0]] = JobNotFound(entries[indexes[0]].job_id)
-                return
         else:
-            execution = lock_execution(execution_id)
+            try:
+                execution = lock_execution(execution_id)
+            except Execution.DoesNotExist:
+                execution = None
+        if execution is None:  # deleted meanwhile, with its jobs
+            for index in indexes:
+                outcomes[index] = JobNotFound(entries[index].job_id)
+            return
         jobs = {
             job.pk: job
             for job in Job.objects.select_for_update().filter(
@@ -109,7 +113,10 @@ def apply_execution_reports(
         offers: dict[int, Handover] = {}
         for index in indexes:
             entry = entries[index]
-            job = jobs[entry.job_id]
+            job = jobs.get(entry.job_id)
+            if job is None:
+                outcomes[index] = JobNotFound(entry.job_id)
+                continue
             status = reported_status(job, entry.report)
             try:
                 fresh = fence_report(agent, job, entry.report, status)

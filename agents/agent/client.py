@@ -446,14 +446,24 @@ class AgentClient:
             cancel=body.get("cancel") is True,
         )
 
-    def heartbeat(self, running_jobs: list[str], load: Mapping[str, int]) -> list[str]:
+    def heartbeat(
+        self, running_jobs: list[str], load: Mapping[str, int], *, timeout: float | None = None
+    ) -> list[str]:
         """Send one heartbeat; returns the ids of jobs the control plane wants killed.
 
+        ``timeout`` bounds the whole request (the heartbeat loop passes its interval): a
+        heartbeat stuck on a black-holed connection for the default 30 s would outlive the
+        lease, and every job claimed meanwhile would be failed as "agent lost".
         Raises ``ApiError`` or ``httpx.HTTPError``; the heartbeat loop decides what to do.
         """
         response = self._http.post(
             "/heartbeat",
             json={"running_jobs": running_jobs, "version": self.version, "load": dict(load)},
+            timeout=(
+                httpx.Timeout(timeout, connect=min(timeout, 5.0))
+                if timeout
+                else httpx.USE_CLIENT_DEFAULT
+            ),
         )
         if response.status_code != 200:
             raise ApiError.from_response(response)

@@ -118,7 +118,9 @@ class Heartbeat:
     def beat(self) -> None:
         """Send one heartbeat now."""
         try:
-            cancel = self.client.heartbeat(self.runner.running_jobs(), self.runner.load())
+            cancel = self.client.heartbeat(
+                self.runner.running_jobs(), self.runner.load(), timeout=self.interval
+            )
         except ApiError as exc:
             if exc.status in (401, 403):
                 logger.critical(

@@ -444,3 +444,27 @@ def test_an_unusable_handed_over_job_is_reported_failed(
     (report,) = control_plane.calls(f"/api/agent/v1/jobs/{second}/complete")
     assert report.body["status"] == "failed" and "invalid job spec" in report.body["error"]
     assert report.body["lease"] == "lease-abc"
+
+
+def test_a_heartbeat_on_a_black_holed_connection_gives_up_within_its_interval(
+    control_plane: FakeControlPlane, client: AgentClient, runner: Runner
+) -> None:
+    """A heartbeat request that never gets an answer must not block the heartbeat loop for the
+    client's 30 s default: past three intervals the control plane fails the agent's jobs as
+    lost, so the next heartbeat has to go out as soon as the network is back."""
+    release = threading.Event()
+
+    def never_answered(_request):
+        release.wait(60)
+        return 200, {"ok": True, "cancel": []}
+
+    control_plane.respond("/api/agent/v1/heartbeat", never_answered)
+    heartbeat = Heartbeat(client, runner, interval=0.5)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (heartbeat.beat(), done.set()), daemon=True)
+    thread.start()
+    try:
+        assert done.wait(10), "the heartbeat waited for the black-holed answer"
+    finally:
+        release.set()
+    assert len(control_plane.calls("/api/agent/v1/heartbeat")) == 1
