@@ -84,7 +84,11 @@ GROUP BY 1, 2, 3, 4
 
 def fold() -> None:
     """Move every pending delta into the rollups (one statement per table, so a concurrent
-    reader sees each delta exactly once: either still pending or already folded)."""
+    reader sees each delta exactly once: either still pending or already folded). Only
+    PostgreSQL has the triggers that record deltas (and analytics); elsewhere (the SQLite quick
+    start) there is nothing to fold."""
+    if connection.vendor != "postgresql":
+        return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(FOLD_EXECUTIONS_SQL)
         cursor.execute(FOLD_JOBS_SQL)
