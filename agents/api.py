@@ -53,10 +53,13 @@ from executions.jobs import (
     claim_job,
     job_spec,
     jobs_to_kill,
+)
+from executions.report_batch import (
+    BatchedReport,
+    apply_report_batch,
     report_and_take_next,
     report_job_result,
 )
-from executions.report_batch import BatchedReport, apply_report_batch
 from orchestrator.api_errors import Conflict
 from orchestrator.parsers import SanitisingJSONParser
 from orchestrator.roles import READ_ONLY, Action

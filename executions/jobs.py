@@ -25,7 +25,6 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 from executions.advancing import (
     Advancer,
     ExecutionConflict,
-    Handover,
     job_output,
     lock_execution,
     record_claim,
@@ -161,31 +160,6 @@ def prepare_claim(job: Job) -> Job:
             fail_job(job.pk, f"cannot deliver secrets: {error}")
             raise ExecutionConflict(f"job {job.pk} cannot run: {error}") from error
     return job
-
-
-def claim_next_job(agent, *, lease: uuid.UUID | None = None) -> Job | None:
-    """Pull the oldest due job of the agent's queues (its doorbell may still be in the broker;
-    the claim makes that message a no-op). Locked rows are skipped, so concurrent pulls never
-    wait on each other, and the transaction holds nothing but that row; `None` when nothing is
-    due."""
-    now = timezone.now()
-    with transaction.atomic():
-        job_id = (
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
-            .filter(due_by(now))
-            .order_by("queued_at")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if job_id is None:
-            return None
-        mark_claimed(Job.objects.filter(pk=job_id), agent, lease or uuid.uuid4(), now)
-    job = Job.objects.select_related("execution__workflow").get(pk=job_id)
-    try:
-        return announce_claim(job, agent, now)
-    except ExecutionConflict:
-        return None
 
 
 def deliver_secrets(job: Job) -> tuple[dict[str, Any], list[str]]:
@@ -344,41 +318,6 @@ class ReportOutcome:
     next_job: Job | None = None
 
 
-def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
-    """Apply an agent's final report. Returns (job, applied); a repeat of an applied report is a
-    no-op, a report from a stale or superseded lease raises ExecutionConflict (fencing)."""
-    outcome = apply_report(agent, job_id, report)
-    return outcome.job, outcome.applied
-
-
-def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
-    """Apply a report and give the reporting agent's freed slot its next job at once.
-
-    A job this report made ready is claimed for the agent inside the report's transaction (it is
-    never published to the broker); otherwise the oldest due job of its queues is pulled. This
-    saves the broker round trip and a claim request per step of a chain. The next job's lease is
-    derived from the report's, so a repeated report (its response got lost) returns the same
-    job again instead of stranding it; anything still stranded is failed as agent lost by the
-    heartbeat (see `agents.services.fail_jobs_the_agent_forgot`)."""
-    lease = handover_lease(report.lease)
-    outcome = apply_report(agent, job_id, report, handoff_to=Handover(agent, lease))
-    if not outcome.applied:
-        outcome.next_job = (
-            Job.objects.select_related("execution__workflow")
-            .filter(agent=agent, status=JobStatus.RUNNING, lease=lease)
-            .first()
-        )
-    elif outcome.next_job is None:
-        outcome.next_job = claim_next_job(agent, lease=lease)
-        return outcome
-    if outcome.next_job is not None:
-        try:
-            prepare_claim(outcome.next_job)
-        except ExecutionConflict:
-            outcome.next_job = None
-    return outcome
-
-
 HANDOVER_NAMESPACE = uuid.UUID("5f0c8a53-2f4e-4c61-9d7e-6c1f5b2a9e10")
 
 
@@ -466,30 +405,6 @@ def record_result(
         job_id=job.pk,
         data={"status": job.status, "exit_code": job.exit_code, "duration_ms": job.duration_ms},
     )
-
-
-def apply_report(
-    agent, job_id, report: JobReport, *, handoff_to: Handover | None = None
-) -> ReportOutcome:
-    """The report transaction: fence, store the result masked, check it, settle the node."""
-    if report.status not in RESULT_STATUSES:
-        raise ValueError(report.status)
-    with transaction.atomic():
-        execution = lock_execution_of_job(job_id)
-        if execution is None:
-            raise JobNotFound(job_id)
-        job = Job.objects.select_for_update().get(pk=job_id)
-        status = reported_status(job, report)
-        if not fence_report(agent, job, report, status):
-            return ReportOutcome(job, False)
-        recorder = EventRecorder(execution.pk)
-        record_result(execution, job, report, status, recorder)
-        job.save(update_fields=RESULT_FIELDS)
-        handed = settle_job(execution, job, recorder, handoff_to=handoff_to)
-        recorder.flush()
-    if handed is not None:
-        handed.execution = execution
-    return ReportOutcome(job, True, handed)
 
 
 @dataclass

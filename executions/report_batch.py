@@ -6,7 +6,8 @@ idempotent repeats, `accept_next` hand-over with a lease derived from the report
 reports of one execution are applied together: its row is locked once, the jobs are written in
 one statement, the graph advances once, and the slots offered get the jobs that advance made
 ready; slots still free then pull the oldest due jobs of the agent's queues in one statement.
-Under a fan-out this is what keeps N reports from queueing on the same execution lock.
+Under a fan-out this is what keeps N reports from queueing on the same execution lock. A single
+report (`…/jobs/{id}/complete`) is a batch of one.
 """
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ class BatchedReport:
 
 
 Outcome = ReportOutcome | JobNotFound | ExecutionConflict
+
+
+def report_job_result(agent, job_id, report: JobReport) -> tuple[Job, bool]:
+    """Apply an agent's final report. Returns (job, applied); a repeat of an applied report is a
+    no-op, a report from a stale or superseded lease raises ExecutionConflict (fencing)."""
+    outcome = apply_one_report(agent, job_id, report, accept_next=False)
+    return outcome.job, outcome.applied
+
+
+def report_and_take_next(agent, job_id, report: JobReport) -> ReportOutcome:
+    """Apply a report and give the reporting agent's freed slot its next job at once.
+
+    A job this report made ready is claimed for the agent inside the report's transaction (it is
+    never published to the broker); otherwise the oldest due job of its queues is pulled. This
+    saves the broker round trip and a claim request per step of a chain. The next job's lease is
+    derived from the report's, so a repeated report (its response got lost) returns the same
+    job again instead of stranding it; anything still stranded is failed as agent lost by the
+    heartbeat (see `agents.services.fail_jobs_the_agent_forgot`)."""
+    return apply_one_report(agent, job_id, report, accept_next=True)
+
+
+def apply_one_report(agent, job_id, report: JobReport, *, accept_next: bool) -> ReportOutcome:
+    [outcome] = apply_report_batch(agent, [BatchedReport(job_id, report, accept_next)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
@@ -207,7 +234,9 @@ def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) ->
 
 def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
     """Pull up to `len(leases)` of the oldest due jobs of the agent's queues in one statement
-    (locked rows skipped, as in `claim_next_job`), one per lease; returns lease -> job."""
+    (locked rows are skipped, so concurrent pulls never wait on each other), one per lease;
+    returns lease -> job. Their doorbells may still be in the broker; the claim makes those
+    messages no-ops."""
     now = timezone.now()
     with transaction.atomic():
         ids = list(

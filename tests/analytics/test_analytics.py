@@ -299,27 +299,13 @@ def test_on_sqlite_the_analytics_say_they_need_postgresql(tmp_path):
     """`make run` uses SQLite; the analytics SQL is PostgreSQL's, so on a real SQLite database
     the API says so (501 in the error shape) instead of failing with a 500, and the beat task
     that folds rollups has nothing to do instead of failing every minute."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.support import run_in_fresh_django
 
-    env = os.environ | {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'switchyard.sqlite3'}",
-        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
-        "SWITCHYARD_VAR_DIR": str(tmp_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SQLITE_PROBE],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    output = run_in_fresh_django(
+        SQLITE_PROBE, f"sqlite:///{tmp_path / 'switchyard.sqlite3'}", tmp_path
     )
-    assert result.returncode == 0, result.stderr
-    *lines, folded = result.stdout.splitlines()
-    assert folded == "folded" and len(lines) == 2, result.stdout
+    *lines, folded = output
+    assert folded == "folded" and len(lines) == 2, output
     for line in lines:
         _path, code, detail = line.split(" ", 2)
         assert code == "501" and "PostgreSQL" in detail, line

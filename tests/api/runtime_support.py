@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from executions.jobs import JobReport, claim_job, report_job_result
+from executions.jobs import JobReport, claim_job
 from executions.models import Job
+from executions.report_batch import report_job_result
 
 
 def pending_job(execution, node_id: str) -> Job:

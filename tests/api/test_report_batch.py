@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from executions.models import Execution, ExecutionEvent, Job
 from orchestrator.services import create_workflow
@@ -44,32 +45,27 @@ def report(client, *entries):
     return client.post("/api/agent/v1/reports", {"reports": list(entries)}, format="json")
 
 
-def start(api, width: int) -> tuple[Execution, dict]:
-    """Start a fan-out and report its root with the batch endpoint: returns the run and the
-    root's answer (its `next` is a child handed over)."""
+def running_children(api, token: str, width: int) -> tuple[Execution, APIClient, list[dict]]:
+    """Start a fan-out of `width`, report its root through the batch endpoint (which hands one
+    child over) and claim the other children: returns the run, the agent's client and the
+    claimed children's specs."""
     create_workflow(fanout(width))
     run = api.post(f"/api/v1/workflows/fan{width}/execute/", {}, format="json").json()
-    return Execution.objects.get(pk=run["id"]), run
-
-
-def claim_children(client, execution) -> list[dict]:
+    execution = Execution.objects.get(pk=run["id"])
+    client = agent_client(token)
     root = Job.objects.get(execution=execution, node_id="root")
     spec = client.post(f"/api/agent/v1/jobs/{root.pk}/claim").json()
-    body = report(client, entry(root.pk, spec["lease"])).json()
-    handed = body["results"][0]["next"]
-    specs = [handed]
+    specs = [report(client, entry(root.pk, spec["lease"])).json()["results"][0]["next"]]
     for job in Job.objects.filter(execution=execution, status="pending"):
         specs.append(client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json())
-    return specs
+    return execution, client, specs
 
 
 def test_reports_of_one_run_settle_together_and_hand_over_what_they_made_ready(
     api,
     agent_token,  # noqa: F811
 ):
-    execution, _ = start(api, 3)
-    client = agent_client(agent_token)
-    children = claim_children(client, execution)
+    execution, client, children = running_children(api, agent_token, 3)
     assert sorted(spec["node_id"] for spec in children) == ["c0", "c1", "c2"]
 
     body = report(client, *[entry(s["job_id"], s["lease"]) for s in children]).json()
@@ -92,9 +88,7 @@ def test_a_repeated_batch_changes_nothing_and_returns_the_same_next_jobs(
     api,
     agent_token,  # noqa: F811
 ):
-    execution, _ = start(api, 2)
-    client = agent_client(agent_token)
-    children = claim_children(client, execution)
+    execution, client, children = running_children(api, agent_token, 2)
     entries = [entry(s["job_id"], s["lease"]) for s in children]
     first = report(client, *entries).json()["results"]
     events = ExecutionEvent.objects.filter(execution=execution).count()
@@ -111,9 +105,7 @@ def test_each_report_fails_alone_unknown_jobs_404_stale_leases_409(
     api,
     agent_token,  # noqa: F811
 ):
-    execution, _ = start(api, 2)
-    client = agent_client(agent_token)
-    good, stale = claim_children(client, execution)
+    _execution, client, (good, stale) = running_children(api, agent_token, 2)
     unknown = uuid.uuid4()
 
     results = report(
@@ -137,9 +129,7 @@ def test_each_report_fails_alone_unknown_jobs_404_stale_leases_409(
 
 
 def test_every_field_of_every_report_lands_on_its_own_job(api, agent_token):  # noqa: F811
-    execution, _ = start(api, 3)
-    client = agent_client(agent_token)
-    children = claim_children(client, execution)
+    _execution, client, children = running_children(api, agent_token, 3)
     sent = {
         spec["job_id"]: {
             "status": "failed" if n == 1 else "completed",
@@ -194,9 +184,7 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(api, agent_token):  # 
     count of a batch does not grow with the number of reports in it."""
     counts = {}
     for width in (2, 8):
-        execution, _ = start(api, width)
-        client = agent_client(agent_token)
-        children = claim_children(client, execution)
+        _execution, client, children = running_children(api, agent_token, width)
         entries = [entry(s["job_id"], s["lease"], accept_next=False) for s in children]
         with CaptureQueriesContext(connection) as queries:
             results = report(client, *entries).json()["results"]

@@ -17,8 +17,9 @@ from agents.services import register_agent
 from approvals.models import ApprovalRequest
 from approvals.services import DecisionRefused, decide
 from executions.advancing import ExecutionConflict, start_execution
-from executions.jobs import JobReport, claim_job, report_job_result
+from executions.jobs import JobReport, claim_job
 from executions.models import Execution, Job
+from executions.report_batch import report_job_result
 from executions.sweeper import sweep
 from orchestrator.roles import set_roles
 from orchestrator.services import create_workflow

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from agents.services import register_agent
 from executions.advancing import ExecutionConflict, start_execution
-from executions.jobs import JobReport, claim_job, report_job_result
+from executions.jobs import JobReport, claim_job
 from executions.models import Execution, Job
+from executions.report_batch import report_job_result
 from orchestrator.services import create_workflow
 
 slugs = itertools.count()

@@ -19,9 +19,9 @@ from executions.jobs import (
     append_output,
     claim_job,
     job_spec,
-    report_job_result,
 )
 from executions.models import ExecutionEvent, Job, JobOutputChunk
+from executions.report_batch import report_job_result
 from orchestrator.models import Secret, SecretUsage
 from orchestrator.roles import set_roles
 from orchestrator.secret_store import save_secret

@@ -23,9 +23,9 @@ from hypothesis.stateful import (
 
 from agents.services import register_agent
 from executions.advancing import ExecutionConflict, cancel_execution, start_execution
-from executions.jobs import JobReport, ReportOutcome, claim_job, fail_job, report_job_result
+from executions.jobs import JobReport, ReportOutcome, claim_job, fail_job
 from executions.models import Execution, Job
-from executions.report_batch import BatchedReport, apply_report_batch
+from executions.report_batch import BatchedReport, apply_report_batch, report_job_result
 from orchestrator.services import create_workflow
 from tests.api.test_runtime_properties import definitions
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -20,7 +16,7 @@ from executions.api import ExecutionLogView
 from executions.models import Execution, Job
 from orchestrator.cli.main import Api, CliError, retry_after
 from orchestrator.db_unavailable import DETAIL, DatabaseUnavailableApp
-from tests.support import wait_until
+from tests.support import run_in_fresh_django, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -76,29 +72,19 @@ def test_a_real_unreachable_database_is_503_with_retry_after(tmp_path, pool):
     request whose database work fails outside the middleware (in a `request_started` receiver)
     all answer 503 + Retry-After in the project's error shape."""
 
-    env = os.environ | {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{closed_port()}/switchyard",
-        "DB_POOL": pool,
-        "DB_POOL_MIN_SIZE": "0",
-        "DB_POOL_TIMEOUT": "1",
-        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
-        "SWITCHYARD_VAR_DIR": str(tmp_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", UNREACHABLE_PROBE],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    lines = run_in_fresh_django(
+        UNREACHABLE_PROBE,
+        f"postgres://postgres@127.0.0.1:{closed_port()}/switchyard",
+        tmp_path,
+        DB_POOL=pool,
+        DB_POOL_MIN_SIZE="0",
+        DB_POOL_TIMEOUT="1",
     )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
     assert [line.split(" ", 1)[0] for line in lines] == [
         "/api/v1/workflows/",
         "/executions/",
         "/healthz",
-    ], result.stdout + result.stderr
+    ], lines
     for line in lines:
         _path, code, retry_after, body = line.split(" ", 3)
         assert (code, retry_after) == ("503", "2"), line

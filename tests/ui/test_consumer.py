@@ -4,6 +4,7 @@ Redis channel layer."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -193,19 +194,35 @@ def test_bad_subscriptions_are_refused(session_cookie, message, error):
     run(scenario)
 
 
-def test_an_idle_live_connection_outlives_the_layers_blocking_pops():
+def test_an_idle_live_connection_outlives_the_layers_blocking_pops(monkeypatch):
     """The layer waits for messages with blocking pops of `brpop_timeout` seconds; a socket read
     timeout no longer than that (redis-py 8 defaults to 5 s) makes an idle receive fail and the
-    live connection drop. Idle across two pops, then a message must still arrive."""
+    live connection drop. Once two of the layer's real pops have ended empty, the receive must
+    still be waiting, and a message must still arrive."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    empty_pops = []
+    real_pop = Redis.bzpopmin
+
+    async def counted_pop(self, *args, **kwargs):
+        result = await real_pop(self, *args, **kwargs)
+        if result is None:
+            empty_pops.append(result)
+        return result
+
+    monkeypatch.setattr(Redis, "bzpopmin", counted_pop)
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
 
     async def idle_then_receive() -> dict:
-        import asyncio
-
         waiting = asyncio.ensure_future(layer.receive(channel))
-        await asyncio.sleep(2 * layer.brpop_timeout + 1)
-        assert not waiting.done(), waiting.exception() if waiting.done() else None
+        deadline = time.monotonic() + 4 * layer.brpop_timeout + 10
+        while len(empty_pops) < 2 and not waiting.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not waiting.done(), waiting.exception()
+        assert len(empty_pops) >= 2, "the layer's blocking pops never ended empty"
         await layer.send(channel, {"type": "ping"})
         return await asyncio.wait_for(waiting, timeout=10)
 
