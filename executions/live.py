@@ -27,7 +27,9 @@ import logging
 import os
 import queue
 import threading
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -37,11 +39,47 @@ from django.db import close_old_connections, transaction
 
 logger = logging.getLogger("switchyard.live")
 _publisher_thread = threading.local()
+T = TypeVar("T")
 
 
 def send(group: str, message: dict[str, Any]) -> None:
     """Send to a group (see `send_all`)."""
     send_all([[(group, message)]])
+
+
+def run_on_layer_loop(make_coroutine: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a coroutine on the publisher thread's own loop (one Redis connection for the channel
+    layer), or through `async_to_sync` from any other thread."""
+    loop = getattr(_publisher_thread, "loop", None)
+    if loop is not None:
+        return loop.run_until_complete(make_coroutine(*args))
+    return async_to_sync(make_coroutine)(*args)
+
+
+async def watched_groups(layer, groups: list[str]) -> set[str]:
+    """The groups among `groups` that have a member: one pipelined `ZCOUNT` per Redis shard.
+
+    Most runs are never watched live; building, encoding and sending their messages (two round
+    trips per group send even to an empty group) was the largest part of the publisher's work.
+    A client joining after this check misses nothing: it loads the state it joined with and asks
+    the log API for events after the last id it saw. Layers that are not `channels_redis` (the
+    in-memory one) count every group as watched."""
+    group_key = getattr(layer, "_group_key", None)
+    if group_key is None or not hasattr(layer, "consistent_hash"):
+        return set(groups)
+    since = time.time() - layer.group_expiry
+    by_shard: dict[int, list[str]] = {}
+    for group in groups:
+        by_shard.setdefault(layer.consistent_hash(group), []).append(group)
+    watched: set[str] = set()
+    for shard, names in by_shard.items():
+        pipe = layer.connection(shard).pipeline(transaction=False)
+        for name in names:
+            pipe.zcount(group_key(name), since, "+inf")
+        for name, members in zip(names, await pipe.execute(), strict=True):
+            if members:
+                watched.add(name)
+    return watched
 
 
 def send_all(sequences: list[list[tuple[str, dict[str, Any]]]]) -> None:
@@ -68,11 +106,7 @@ def send_all(sequences: list[list[tuple[str, dict[str, Any]]]]) -> None:
         async def send_encoded() -> None:
             await asyncio.gather(*(send_in_order(sequence) for sequence in encoded))
 
-        loop = getattr(_publisher_thread, "loop", None)
-        if loop is not None:
-            loop.run_until_complete(send_encoded())
-        else:
-            async_to_sync(send_encoded)()
+        run_on_layer_loop(send_encoded)
     except Exception:
         groups = sorted({group for sequence in sequences for group, _ in sequence})
         logger.warning("live update to %s failed; clients will catch up", groups, exc_info=True)
@@ -160,46 +194,77 @@ def publish_events(execution_id, created: list) -> None:
 
 
 def publish_batch(created_by_execution: dict[Any, list]) -> None:
-    """Push the new log events of several executions and their list rows: two queries and one
+    """Push the new log events of several executions and their list rows to the groups watching
+    them: one Redis round trip to learn which are watched, then at most two queries and one
     round of concurrent sends for the whole batch."""
     from executions.models import Execution
     from executions.serializers import EventSerializer, ExecutionSerializer, job_counts_for
 
     ids = [execution_id for execution_id, created in created_by_execution.items() if created]
+    if not ids:
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    groups = ["executions", "approvals", *(execution_group(i) for i in ids)]
+    try:
+        watched = run_on_layer_loop(watched_groups, layer, groups)
+    except Exception:
+        logger.warning("could not tell which live groups are watched", exc_info=True)
+        watched = set(groups)
+    list_watched = "executions" in watched
+    wanted = [
+        i
+        for i in ids
+        if list_watched
+        or execution_group(i) in watched
+        or ("approvals" in watched and has_approval_event(created_by_execution[i]))
+    ]
+    if not wanted:
+        return
     executions = Execution.objects.select_related("workflow", "version").defer(
         "nodes", "inputs", "vars", "outputs", "version__definition"
     )
-    found = {execution.pk: execution for execution in executions.filter(pk__in=ids).order_by()}
+    found = {execution.pk: execution for execution in executions.filter(pk__in=wanted).order_by()}
     if not found:
         return
-    counts = job_counts_for(list(found))
     row_of, event_of = row_serializers(EventSerializer, ExecutionSerializer)
-    row_of._context = {"job_counts": counts}
+    if list_watched:
+        row_of._context = {"job_counts": job_counts_for(list(found))}
     sequences: list[list[tuple[str, dict[str, Any]]]] = []
     for execution_id, execution in found.items():
         messages: list[tuple[str, dict[str, Any]]] = []
         sequences.append(messages)
-        row = row_of.to_representation(execution)
-        events = [event_of.to_representation(e) for e in created_by_execution[execution_id]]
-        seq = max(event.pk for event in created_by_execution[execution_id])
-        messages.append(
-            (
-                execution_group(execution_id),
-                {
-                    "type": "execution.events",
-                    "seq": seq,
-                    "execution_id": str(execution_id),
-                    "status": execution.status,
-                    "events": events,
-                },
+        created = created_by_execution[execution_id]
+        seq = max(event.pk for event in created)
+        group = execution_group(execution_id)
+        if group in watched:
+            messages.append(
+                (
+                    group,
+                    {
+                        "type": "execution.events",
+                        "seq": seq,
+                        "execution_id": str(execution_id),
+                        "status": execution.status,
+                        "events": [event_of.to_representation(e) for e in created],
+                    },
+                )
             )
-        )
-        messages.append(("executions", {"type": "execution.changed", "seq": seq, "execution": row}))
-        if any(event["kind"].startswith("approval.") for event in events):
+        if list_watched:
+            row = row_of.to_representation(execution)
+            messages.append(
+                ("executions", {"type": "execution.changed", "seq": seq, "execution": row})
+            )
+        if "approvals" in watched and has_approval_event(created):
             messages.append(
                 ("approvals", {"type": "approvals.changed", "execution_id": str(execution_id)})
             )
     send_all(sequences)
+
+
+def has_approval_event(created: list) -> bool:
+    return any(event.kind.startswith("approval.") for event in created)
 
 
 def publish_output_after_commit(execution_id, job_id, chunks: list[dict[str, Any]]) -> None:

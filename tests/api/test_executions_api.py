@@ -317,6 +317,55 @@ def test_one_live_batch_sends_each_execution_its_own_events_and_row(workflows, s
         assert row["jobs_total"] == run.jobs.count() and row["status"] == "running"
 
 
+def test_the_publisher_builds_and_sends_only_what_somebody_watches(workflows, settings):
+    """Runs nobody watches cost the publisher one Redis round trip and no query; a watched run
+    gets its events, and once the list is watched every run gets its row (real Redis layer)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from executions.live import publish_batch
+
+    layer_settings = settings.CHANNEL_LAYERS["default"]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            **layer_settings,
+            "CONFIG": {**layer_settings["CONFIG"], "prefix": f"t{uuid.uuid4().hex[:12]}"},
+        }
+    }
+    layer = get_channel_layer()
+    fanout, _ = workflows
+    watched, unwatched = start_execution(fanout), start_execution(fanout)
+
+    def events_of(run):
+        return list(run.events.order_by("id"))
+
+    unwatched_events = events_of(unwatched)
+    with CaptureQueriesContext(connection) as queries:
+        publish_batch({unwatched.pk: unwatched_events})
+    assert queries.captured_queries == []
+
+    viewer = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(f"execution.{watched.pk}", viewer)
+    batch = {watched.pk: events_of(watched), unwatched.pk: unwatched_events}
+    with CaptureQueriesContext(connection) as queries:
+        publish_batch(batch)
+    assert len(queries.captured_queries) == 1, "the watched run only; no job counts for a list"
+    assert str(unwatched.pk.hex) not in queries.captured_queries[0]["sql"]
+    message = async_to_sync(layer.receive)(viewer)
+    assert message["execution_id"] == str(watched.pk)
+    assert [e["id"] for e in message["events"]] == [e.pk for e in events_of(watched)]
+
+    listing = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("executions", listing)
+    publish_batch({unwatched.pk: unwatched_events})
+    row = async_to_sync(layer.receive)(listing)
+    assert row["type"] == "execution.changed"
+    assert row["execution"]["id"] == str(unwatched.pk)
+    assert row["execution"]["jobs_total"] == unwatched.jobs.count()
+
+
 def test_deletes_and_agents_going_offline_are_pushed_live(
     api, workflows, settings, django_capture_on_commit_callbacks
 ):
