@@ -26,6 +26,7 @@ from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
 from executions.live import publish_deleted_after_commit
+from executions.locking import lock_execution
 from executions.models import (
     JOB_TERMINAL,
     JOB_UNCLAIMED,
@@ -101,18 +102,6 @@ def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = Fa
         node_id=job.node_id,
         job_id=job.pk,
         data={"agent": agent.name, "handoff": True} if handoff else {"agent": agent.name},
-    )
-
-
-def lock_execution(execution_id) -> Execution:
-    """Lock an execution row for a transition. FOR NO KEY UPDATE: rows referencing it (events,
-    jobs) can still be inserted meanwhile, so claims never deadlock with advancing. The
-    version's definition is not read (the parsed spec is cached per version)."""
-    return (
-        Execution.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("workflow", "version")
-        .defer("version__definition")
-        .get(pk=execution_id)
     )
 
 

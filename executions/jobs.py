@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jsonpath_ng.exceptions import JsonPathParserError
@@ -340,18 +340,6 @@ RESULT_FIELDS = [
     "finished_at",
     "assertions",
 ]
-
-
-def lock_execution_of_job(job_id) -> Execution | None:
-    """Lock the execution a job belongs to (FOR NO KEY UPDATE), without its definition."""
-    return (
-        Execution.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("workflow", "version")
-        .defer("version__definition")
-        .filter(pk=Subquery(Job.objects.filter(pk=job_id).values("execution_id")[:1]))
-        .order_by()
-        .first()
-    )
 
 
 def reported_status(job: Job, report: JobReport) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 
 from django.db import connection, transaction
 from django.db.models import Case, UUIDField, Value, When
@@ -22,7 +23,6 @@ from django.utils import timezone
 from executions.advancing import (
     ExecutionConflict,
     Handover,
-    lock_execution,
     record_claim,
     settle_jobs,
 )
@@ -35,12 +35,12 @@ from executions.jobs import (
     due_by,
     fence_report,
     handover_lease,
-    lock_execution_of_job,
     mark_claimed,
     prepare_claim,
     record_result,
     reported_status,
 )
+from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
 from executions.recorder import EventRecorder
 
@@ -129,12 +129,7 @@ def apply_execution_reports(
             for index in indexes:
                 outcomes[index] = JobNotFound(entries[index].job_id)
             return
-        jobs = {
-            job.pk: job
-            for job in Job.objects.select_for_update().filter(
-                pk__in={entries[i].job_id for i in indexes}
-            )
-        }
+        jobs = lock_jobs({entries[i].job_id for i in indexes})
         recorder = EventRecorder(execution.pk)
         applied: dict[uuid.UUID, Job] = {}
         offers: dict[int, Handover] = {}
@@ -171,33 +166,45 @@ def apply_execution_reports(
 
 def save_results(jobs: list[Job]) -> None:
     """Write the reported fields of several jobs in one statement. On PostgreSQL this is an
-    `UPDATE … FROM (VALUES …)`: Django's `bulk_update` builds a CASE per field and row, which
-    took half of a fan-out batch's time. Elsewhere (the SQLite quick start) one UPDATE per job."""
-    if len(jobs) == 1 or connection.vendor != "postgresql":
+    `UPDATE … FROM (VALUES …)` written once per batch size: Django's `bulk_update` builds a CASE
+    per field and row, which took half of a fan-out batch's time, and compiling even a single
+    `save(update_fields=…)` cost more than running it. Elsewhere (the SQLite quick start) one
+    UPDATE per job."""
+    if connection.vendor != "postgresql":
         for job in jobs:
             job.save(update_fields=RESULT_FIELDS)
         return
-    fields = [Job._meta.get_field(name) for name in RESULT_FIELDS]
-    key = Job._meta.pk
-    casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
-    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    fields = result_fields()
     params = []
     for job in jobs:
-        params.append(key.get_db_prep_save(job.pk, connection))
+        params.append(Job._meta.pk.get_db_prep_save(job.pk, connection))
         params += [
             field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields
         ]
+    with connection.cursor() as cursor:
+        cursor.execute(save_results_sql(len(jobs)), params)
+
+
+@cache
+def result_fields() -> list:
+    return [Job._meta.get_field(name) for name in RESULT_FIELDS]
+
+
+@cache
+def save_results_sql(count: int) -> str:
+    fields = result_fields()
+    key = Job._meta.pk
+    casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
     quote = connection.ops.quote_name
     columns = [quote(field.column) for field in fields]
     assignments = ", ".join(f"{column} = v.{column}" for column in columns)
     pk = quote(key.column)
-    values = ", ".join([row] * len(jobs))
-    sql = (
+    values = ", ".join([row] * count)
+    return (
         f"UPDATE {quote(Job._meta.db_table)} AS j SET {assignments} "
         f"FROM (VALUES {values}) AS v({pk}, {', '.join(columns)}) WHERE j.{pk} = v.{pk}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:

@@ -1,0 +1,91 @@
+"""Row locks taken by every transition of a run: the execution (with its workflow and version) and
+the jobs a report names. These sit on the agent-report hot path, so they are hand-written SQL
+loaded through `ModelColumns` (see `orchestrator.row_loading` for why)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from functools import cache
+
+from django.db import connection
+
+from executions.models import Execution, Job
+from orchestrator.models import Workflow, WorkflowVersion
+from orchestrator.row_loading import ModelColumns, key_param
+
+EXECUTION = ModelColumns(Execution, "e")
+WORKFLOW = ModelColumns(Workflow, "w")
+VERSION = ModelColumns(WorkflowVersion, "v", exclude={"definition", "source"})
+JOB = ModelColumns(Job, "j")
+
+
+def lock_clause(strength: str, of: str) -> str:
+    """`FOR <strength> OF <alias>` where the database has row locks (not SQLite, where a write
+    transaction locks the whole file)."""
+    features = connection.features
+    if not features.has_select_for_update:
+        return ""
+    if strength == "NO KEY UPDATE" and not features.has_select_for_no_key_update:
+        strength = "UPDATE"
+    return f" FOR {strength} OF {of}" if features.has_select_for_update_of else f" FOR {strength}"
+
+
+@cache
+def execution_lock_sql(vendor: str, where: str) -> str:
+    return (
+        f"SELECT {EXECUTION.sql}, {WORKFLOW.sql}, {VERSION.sql} FROM {EXECUTION.table} "
+        f"JOIN {WORKFLOW.table} ON w.id = e.workflow_id "
+        f"JOIN {VERSION.table} ON v.id = e.version_id "
+        f"WHERE {where}{lock_clause('NO KEY UPDATE', 'e')}"
+    )
+
+
+def locked_execution(where: str, param) -> Execution | None:
+    with connection.cursor() as cursor:
+        cursor.execute(execution_lock_sql(connection.vendor, where), [param])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    execution = EXECUTION.load(row, 0, connection)
+    execution.workflow = WORKFLOW.load(row, len(EXECUTION), connection)
+    execution.version = VERSION.load(row, len(EXECUTION) + len(WORKFLOW), connection)
+    return execution
+
+
+def lock_execution(execution_id) -> Execution:
+    """Lock an execution row for a transition. FOR NO KEY UPDATE: rows referencing it (events,
+    jobs) can still be inserted meanwhile, so claims never deadlock with advancing. The
+    version's definition is not read (the parsed spec is cached per version). Raises
+    `Execution.DoesNotExist` when there is no such run."""
+    execution = locked_execution("e.id = %s", key_param(Execution, execution_id, connection))
+    if execution is None:
+        raise Execution.DoesNotExist(f"no execution {execution_id}")
+    return execution
+
+
+def lock_execution_of_job(job_id) -> Execution | None:
+    """Lock the execution a job belongs to, as `lock_execution` does (None: no such job)."""
+    return locked_execution(
+        'e.id = (SELECT "execution_id" FROM "executions_job" WHERE "id" = %s)',
+        key_param(Job, job_id, connection),
+    )
+
+
+@cache
+def jobs_lock_sql(vendor: str, count: int) -> str:
+    keys = ", ".join(["%s"] * count)
+    return f"SELECT {JOB.sql} FROM {JOB.table} WHERE j.id IN ({keys}){lock_clause('UPDATE', 'j')}"
+
+
+def lock_jobs(job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Job]:
+    """Lock the named jobs (FOR UPDATE) and return them by id; unknown ids are left out."""
+    if not job_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            jobs_lock_sql(connection.vendor, len(job_ids)),
+            [key_param(Job, job_id, connection) for job_id in job_ids],
+        )
+        jobs = JOB.load_all(cursor.fetchall(), connection)
+    return {job.pk: job for job in jobs}
