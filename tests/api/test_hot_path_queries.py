@@ -1,0 +1,131 @@
+"""The hand-written queries of the report hot path (`executions.locking`, agent authentication):
+they load exactly what the ORM would, take the row locks they promise, and work on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from agents.models import Agent
+from agents.services import authenticate_agent, register_agent, revoke_agent
+from executions.advancing import start_execution
+from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
+from executions.models import Execution, Job
+from orchestrator.services import create_workflow
+from tests.support import run_in_fresh_django
+
+CHAIN = {
+    "slug": "hot",
+    "inputs": {"who": {"type": "string", "default": "ops"}},
+    "nodes": [
+        {"id": "a", "action": "shell", "with": {"command": "echo hi"}, "on": {"success": "b"}},
+        {"id": "b", "action": "shell", "with": {"command": "true"}},
+    ],
+}
+
+
+def field_values(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+
+@pytest.mark.django_db
+def test_a_locked_run_is_the_run_the_orm_loads_with_its_workflow_and_version():
+    execution = start_execution(create_workflow(CHAIN))
+    job = Job.objects.get(execution=execution, node_id="a")
+    expected = Execution.objects.select_related("workflow", "version").get(pk=execution.pk)
+
+    with transaction.atomic():
+        by_id = lock_execution(execution.pk)
+        by_job = lock_execution_of_job(job.pk)
+        with CaptureQueriesContext(connection) as queries:
+            for locked in (by_id, by_job):
+                assert field_values(locked) == field_values(expected)
+                assert field_values(locked.workflow) == field_values(expected.workflow)
+                assert locked.version.pk == expected.version.pk
+                assert locked.version.created_at == expected.version.created_at
+                assert isinstance(locked.nodes, dict) and locked.nodes["a"]["status"] == "running"
+        assert queries.captured_queries == [], "workflow and version came with the row"
+        assert "definition" in by_id.version.get_deferred_fields()
+        assert by_id.version.definition == expected.version.definition  # loads lazily
+
+        assert lock_execution_of_job(uuid.uuid4()) is None
+        with pytest.raises(Execution.DoesNotExist):
+            lock_execution(uuid.uuid4())
+        jobs = lock_jobs({job.pk, uuid.uuid4()})
+    assert list(jobs) == [job.pk]
+    assert field_values(jobs[job.pk]) == field_values(Job.objects.get(pk=job.pk))
+
+
+@pytest.mark.django_db
+def test_agent_tokens_resolve_to_their_agent_until_revoked():
+    agent, token = register_agent(enrollment_token=None, name="hot", pools=["p"], labels={"k": "v"})
+    found = authenticate_agent(token)
+    assert field_values(found) == field_values(Agent.objects.get(pk=agent.pk))
+    assert found.queues == agent.queues
+    assert authenticate_agent(token + "x") is None
+    revoke_agent(agent)
+    assert authenticate_agent(token) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_locks_are_really_taken():
+    """While a transaction holds a run and a job, another connection cannot lock them."""
+    execution = start_execution(create_workflow(CHAIN))
+    job = Job.objects.get(execution=execution, node_id="a")
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    )
+    try:
+        with transaction.atomic():
+            lock_execution_of_job(job.pk)
+            lock_jobs([job.pk])
+            for table, key in (("executions_execution", execution.pk), ("executions_job", job.pk)):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [key])
+        for table, key in (("executions_execution", execution.pk), ("executions_job", job.pk)):
+            other.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [key])
+    finally:
+        other.close()
+
+
+SQLITE_PROBE = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import transaction
+from agents.services import authenticate_agent, register_agent
+from executions.advancing import start_execution
+from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
+from executions.models import Job
+from orchestrator.services import create_workflow
+execution = start_execution(create_workflow({"slug": "q", "nodes": [
+    {"id": "a", "action": "shell", "with": {"command": "true"}}]}))
+job = Job.objects.get(execution=execution)
+with transaction.atomic():
+    print(lock_execution(execution.pk).workflow.slug, lock_execution_of_job(job.pk).nodes["a"])
+    print(lock_jobs([job.pk])[job.pk].node_id, lock_jobs([job.pk])[job.pk].params["command"])
+agent, token = register_agent(enrollment_token=None, name="s", pools=["p"], labels={})
+print(authenticate_agent(token).name)
+"""
+
+
+def test_the_hand_written_queries_work_on_sqlite(tmp_path):
+    """`make run` uses SQLite: no row locks there, UUIDs stored as text."""
+    output = run_in_fresh_django(
+        SQLITE_PROBE, f"sqlite:///{tmp_path / 'switchyard.sqlite3'}", tmp_path
+    )
+    assert output == [
+        "q {'status': 'running', 'taken': []}",
+        "a true",
+        "s",
+    ], output
