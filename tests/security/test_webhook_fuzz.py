@@ -97,8 +97,10 @@ def test_forged_signatures_never_start_a_run(hook, body, forged, wrong_secret, t
 
 @pytest.mark.django_db
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(body=BODIES, age=st.integers(min_value=301, max_value=10**9), future=st.booleans())
+@given(body=BODIES, age=st.integers(min_value=330, max_value=10**9), future=st.booleans())
 def test_correctly_signed_but_stale_or_future_timestamps_are_refused(hook, body, age, future):
+    """At least 30 s outside the 300 s window: a timestamp 301 s ahead is inside the window
+    again once a loaded machine takes a second to deliver it (a flaky failure in CI)."""
     timestamp = str(int(time.time()) + (age if future else -age))
     headers = {
         "X-Switchyard-Timestamp": timestamp,
