@@ -26,7 +26,7 @@ from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
 from executions.live import publish_deleted_after_commit
-from executions.locking import lock_execution
+from executions.locking import lock_execution, save_execution_state
 from executions.models import (
     JOB_TERMINAL,
     JOB_UNCLAIMED,
@@ -575,17 +575,7 @@ class Advancer:
             execution.status = (
                 ExecutionStatus.PAUSED if waiting_on_person else ExecutionStatus.RUNNING
             )
-        execution.save(
-            update_fields=[
-                "nodes",
-                "status",
-                "outputs",
-                "error",
-                "finished_at",
-                "started_at",
-                "next_timer_at",
-            ]
-        )
+        save_execution_state(execution)
         if self.new_jobs:
             self.hand_off()
             Job.objects.bulk_create(self.new_jobs)

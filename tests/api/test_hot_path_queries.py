@@ -13,7 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from agents.models import Agent
 from agents.services import authenticate_agent, register_agent, revoke_agent
 from executions.advancing import start_execution
-from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
+from executions.locking import (
+    lock_execution,
+    lock_execution_of_job,
+    lock_jobs,
+    save_execution_state,
+)
 from executions.models import Execution, Job
 from orchestrator.services import create_workflow
 from tests.support import run_in_fresh_django
@@ -61,6 +66,31 @@ def test_a_locked_run_is_the_run_the_orm_loads_with_its_workflow_and_version():
 
 
 @pytest.mark.django_db
+def test_the_state_advancing_writes_lands_and_nothing_else_changes():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    execution = start_execution(create_workflow(CHAIN))
+    before = field_values(Execution.objects.get(pk=execution.pk))
+    with transaction.atomic():
+        locked = lock_execution(execution.pk)
+        locked.nodes = {"a": {"status": "completed", "taken": ["success"]}, "b": {"x": [1, "é"]}}
+        locked.status, locked.error = "failed", 'it\'s "broken"'
+        locked.outputs = {"n": 1.5, "list": [None, True]}
+        locked.finished_at = timezone.now()
+        locked.next_timer_at = locked.finished_at + timedelta(seconds=30)
+        locked.labels = {"not": "saved"}
+        save_execution_state(locked)
+    after = field_values(Execution.objects.get(pk=execution.pk))
+    changed = {"nodes", "status", "error", "outputs", "finished_at", "next_timer_at"}
+    assert {k: after[k] for k in changed} == {k: getattr(locked, k) for k in changed}
+    assert {k: v for k, v in after.items() if k not in changed} == {
+        k: v for k, v in before.items() if k not in changed
+    }
+
+
+@pytest.mark.django_db
 def test_agent_tokens_resolve_to_their_agent_until_revoked():
     agent, token = register_agent(enrollment_token=None, name="hot", pools=["p"], labels={"k": "v"})
     found = authenticate_agent(token)
@@ -105,7 +135,8 @@ call_command("migrate", verbosity=0)
 from django.db import transaction
 from agents.services import authenticate_agent, register_agent
 from executions.advancing import start_execution
-from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
+from executions.locking import (lock_execution, lock_execution_of_job, lock_jobs,
+    save_execution_state)
 from executions.models import Job
 from orchestrator.services import create_workflow
 execution = start_execution(create_workflow({"slug": "q", "nodes": [
@@ -113,6 +144,10 @@ execution = start_execution(create_workflow({"slug": "q", "nodes": [
 job = Job.objects.get(execution=execution)
 with transaction.atomic():
     print(lock_execution(execution.pk).workflow.slug, lock_execution_of_job(job.pk).nodes["a"])
+    locked = lock_execution(execution.pk)
+    locked.status, locked.nodes = "cancelled", {"a": {"status": "skipped"}}
+    save_execution_state(locked)
+    print(lock_execution(execution.pk).status, lock_execution(execution.pk).nodes["a"])
     print(lock_jobs([job.pk])[job.pk].node_id, lock_jobs([job.pk])[job.pk].params["command"])
 agent, token = register_agent(enrollment_token=None, name="s", pools=["p"], labels={})
 print(authenticate_agent(token).name)
@@ -126,6 +161,7 @@ def test_the_hand_written_queries_work_on_sqlite(tmp_path):
     )
     assert output == [
         "q {'status': 'running', 'taken': []}",
+        "cancelled {'status': 'skipped'}",
         "a true",
         "s",
     ], output
