@@ -25,8 +25,8 @@ from django.utils import timezone
 from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
+from executions.hot_path import lock_execution, save_execution_state
 from executions.live import publish_deleted_after_commit
-from executions.locking import lock_execution, save_execution_state
 from executions.models import (
     JOB_TERMINAL,
     JOB_UNCLAIMED,

@@ -327,21 +327,6 @@ def handover_lease(report_lease: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(HANDOVER_NAMESPACE, str(report_lease))
 
 
-RESULT_FIELDS = [
-    "error_kind",
-    "status",
-    "exit_code",
-    "stdout",
-    "stderr",
-    "outputs",
-    "http",
-    "error",
-    "duration_ms",
-    "finished_at",
-    "assertions",
-]
-
-
 def reported_status(job: Job, report: JobReport) -> str:
     """The status a report gives its job: what the agent says, unless a kill was requested."""
     if job.kill_requested_at is not None:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from functools import cache
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, UUIDField, Value, When
 from django.utils import timezone
 
@@ -26,8 +25,8 @@ from executions.advancing import (
     record_claim,
     settle_jobs,
 )
+from executions.hot_path import lock_execution, lock_execution_of_job, lock_jobs, save_results
 from executions.jobs import (
-    RESULT_FIELDS,
     RESULT_STATUSES,
     JobNotFound,
     JobReport,
@@ -40,7 +39,6 @@ from executions.jobs import (
     record_result,
     reported_status,
 )
-from executions.locking import lock_execution, lock_execution_of_job, lock_jobs
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
 from executions.recorder import EventRecorder
 
@@ -162,49 +160,6 @@ def apply_execution_reports(
         if job is not None:
             job.execution = execution
             outcomes[index].next_job = job  # type: ignore[union-attr]
-
-
-def save_results(jobs: list[Job]) -> None:
-    """Write the reported fields of several jobs in one statement. On PostgreSQL this is an
-    `UPDATE … FROM (VALUES …)` written once per batch size: Django's `bulk_update` builds a CASE
-    per field and row, which took half of a fan-out batch's time, and compiling even a single
-    `save(update_fields=…)` cost more than running it. Elsewhere (the SQLite quick start) one
-    UPDATE per job."""
-    if connection.vendor != "postgresql":
-        for job in jobs:
-            job.save(update_fields=RESULT_FIELDS)
-        return
-    fields = result_fields()
-    params = []
-    for job in jobs:
-        params.append(Job._meta.pk.get_db_prep_save(job.pk, connection))
-        params += [
-            field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(save_results_sql(len(jobs)), params)
-
-
-@cache
-def result_fields() -> list:
-    return [Job._meta.get_field(name) for name in RESULT_FIELDS]
-
-
-@cache
-def save_results_sql(count: int) -> str:
-    fields = result_fields()
-    key = Job._meta.pk
-    casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
-    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    quote = connection.ops.quote_name
-    columns = [quote(field.column) for field in fields]
-    assignments = ", ".join(f"{column} = v.{column}" for column in columns)
-    pk = quote(key.column)
-    values = ", ".join([row] * count)
-    return (
-        f"UPDATE {quote(Job._meta.db_table)} AS j SET {assignments} "
-        f"FROM (VALUES {values}) AS v({pk}, {', '.join(columns)}) WHERE j.{pk} = v.{pk}"
-    )
 
 
 def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:

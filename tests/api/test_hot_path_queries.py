@@ -1,4 +1,4 @@
-"""The hand-written queries of the report hot path (`executions.locking`, agent authentication):
+"""The hand-written queries of the report hot path (`executions.hot_path`, agent authentication):
 they load exactly what the ORM would, take the row locks they promise, and work on SQLite."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from agents.models import Agent
 from agents.services import authenticate_agent, register_agent, revoke_agent
 from executions.advancing import start_execution
-from executions.locking import (
+from executions.hot_path import (
     lock_execution,
     lock_execution_of_job,
     lock_jobs,
@@ -135,7 +135,7 @@ call_command("migrate", verbosity=0)
 from django.db import transaction
 from agents.services import authenticate_agent, register_agent
 from executions.advancing import start_execution
-from executions.locking import (lock_execution, lock_execution_of_job, lock_jobs,
+from executions.hot_path import (lock_execution, lock_execution_of_job, lock_jobs,
     save_execution_state)
 from executions.models import Job
 from orchestrator.services import create_workflow

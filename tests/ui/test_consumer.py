@@ -4,7 +4,6 @@ Redis channel layer."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -204,12 +203,15 @@ def test_an_idle_live_connection_outlives_the_layers_blocking_pops(monkeypatch):
     from redis.asyncio import Redis
 
     empty_pops = []
+    two_empty_pops = asyncio.Event()
     real_pop = Redis.bzpopmin
 
     async def counted_pop(self, *args, **kwargs):
         result = await real_pop(self, *args, **kwargs)
         if result is None:
             empty_pops.append(result)
+            if len(empty_pops) >= 2:
+                two_empty_pops.set()
         return result
 
     monkeypatch.setattr(Redis, "bzpopmin", counted_pop)
@@ -218,9 +220,13 @@ def test_an_idle_live_connection_outlives_the_layers_blocking_pops(monkeypatch):
 
     async def idle_then_receive() -> dict:
         waiting = asyncio.ensure_future(layer.receive(channel))
-        deadline = time.monotonic() + 4 * layer.brpop_timeout + 10
-        while len(empty_pops) < 2 and not waiting.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        popped = asyncio.ensure_future(two_empty_pops.wait())
+        await asyncio.wait(
+            {waiting, popped},
+            timeout=4 * layer.brpop_timeout + 10,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        popped.cancel()
         assert not waiting.done(), waiting.exception()
         assert len(empty_pops) >= 2, "the layer's blocking pops never ended empty"
         await layer.send(channel, {"type": "ping"})
