@@ -72,7 +72,6 @@ class Bench:
     def __init__(self, repeats: int) -> None:
         from django.contrib.auth import get_user_model
         from django.test import Client
-        from django.urls import get_resolver
 
         from orchestrator.authentication import create_api_token
         from orchestrator.gc_tuning import tune_garbage_collector
@@ -86,7 +85,6 @@ class Bench:
         self.repeats = repeats
         self.results: list[dict] = []
         # Requests are served in this process, so it runs the collector as the web process does.
-        get_resolver().url_patterns  # noqa: B018
         tune_garbage_collector()
 
     def get(self, path: str, params: dict | None = None):

@@ -10,7 +10,6 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.urls import get_resolver  # noqa: E402
 
 from orchestrator.db_unavailable import DatabaseUnavailableApp  # noqa: E402
 from orchestrator.gc_tuning import tune_garbage_collector  # noqa: E402
@@ -25,7 +24,4 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Import every view now rather than on the first request: start-up is then over, and what it
-# left alive can be frozen out of the garbage collector's scans.
-get_resolver().url_patterns  # noqa: B018
 tune_garbage_collector()

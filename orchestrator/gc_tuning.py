@@ -17,10 +17,14 @@ YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
 def tune_garbage_collector() -> None:
-    """Freeze what start-up left alive and collect young objects less often. Call once the
-    process has loaded what it serves with; `SWITCHYARD_GC_TUNING=0` keeps Python's defaults."""
+    """Freeze what start-up left alive and collect young objects less often, in a process that
+    serves Django requests. Every view is imported first (Django would import them on the first
+    request), so that start-up is over. `SWITCHYARD_GC_TUNING=0` keeps Python's defaults."""
     if os.environ.get("SWITCHYARD_GC_TUNING", "1") == "0":
         return
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 (imports every view)
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
