@@ -109,8 +109,8 @@ def database_from_env() -> dict:
         config["CONN_MAX_AGE"] = 0
         config.setdefault("TEST", {})["NAME"] = None
     elif config["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
-        # Under ASGI each request runs its sync code in a fresh thread, so per-thread persistent
-        # connections would reconnect every request; a process-wide pool reuses them instead.
+        # Django's connections are per thread: a process-wide pool shares a few connections
+        # among all request threads (orchestrator/asgi_handler.py) instead of one per thread.
         config["CONN_MAX_AGE"] = 0
         config.setdefault("OPTIONS", {})["pool"] = {
             "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "2")),
