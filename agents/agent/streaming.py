@@ -138,6 +138,7 @@ class OutputStreamer:
         self.stopped = False  # lease lost or output rejected: nothing more is sent
         self._kill_requested = False
         self._closing = False
+        self._open = False
         self._thread = threading.Thread(target=self._run, name=f"switchyard-output-{name}")
         self._thread.daemon = True
 
@@ -189,6 +190,8 @@ class OutputStreamer:
     def _push(self, chunk: _Chunk) -> None:
         self._pending.append(chunk)
         self._pending_cost += chunk.cost
+        if self._open and not self._closing and self._thread.ident is None:
+            self._thread.start()
 
     def _drop_oldest(self) -> None:
         """Keep unsent output under ``max_pending`` by dropping the oldest data for a marker."""
@@ -210,16 +213,21 @@ class OutputStreamer:
     # -- consumer side (flusher thread) ---------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        """Open the stream. Its flusher thread starts with the first output: most jobs of a
+        busy agent print nothing, and a thread per job was a third of running one."""
+        with self._lock:
+            self._open = True
+            if self._pending and not self._closing:
+                self._thread.start()
 
     def close(self) -> None:
         """Flush what is left (including held-back text) and stop; returns once everything was
         sent or given up, so the final report can follow."""
         with self._lock:
+            self._closing = True
             for stream, state in self._streams.items():
                 if not self.truncated and not self.stopped:
                     self._enqueue(stream, state.finish())
-            self._closing = True
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():

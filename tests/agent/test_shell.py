@@ -218,3 +218,58 @@ def test_agent_environment_is_untouched(runner: Runner) -> None:
     before = dict(os.environ)
     runner.run(make_spec("true", params_env={"ONLY_FOR_CHILD": "1"}))
     assert dict(os.environ) == before
+
+
+@pytest.fixture(params=["pidfd", "polled"])
+def exit_seen_by(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the child's exit seen through a pidfd, and as on a kernel without
+    pidfds (polled while the pipes are open, waited for once they are closed)."""
+    if request.param == "polled":
+        monkeypatch.setattr("agents.agent.actions.shell._open_pidfd", lambda pid: None)
+    return request.param
+
+
+def test_exit_while_a_background_process_holds_the_output_open(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_seen_by: str
+) -> None:
+    """The job's own exit ends it: output written before is kept, the pipes are drained for a
+    bounded time only, and the duration is the job's, not the drain's."""
+    monkeypatch.setattr("agents.agent.actions.shell.PIPE_DRAIN_TIMEOUT_S", 0.5)
+    pidfile = tmp_path / "child.pid"
+    command = f'echo before; sleep 60 & echo $! > "{pidfile}"; echo err >&2; exit 3'
+    result = runner.run(make_spec(command))
+    child = int(pidfile.read_text())
+    try:
+        assert result.status == "failed"
+        assert (result.exit_code, result.error) == (3, "exit code 3")
+        assert result.stdout == "before\n"
+        assert result.stderr == (
+            "err\n\n[switchyard: stopped reading output held open by a background process]"
+        )
+        assert result.duration_ms < 500
+    finally:
+        os.kill(child, 9)
+
+
+def test_pipes_closed_before_the_exit_and_the_timeout_still_applies(
+    runner: Runner, exit_seen_by: str
+) -> None:
+    closed_early = runner.run(make_spec("echo out; exec >&- 2>&-; sleep 0.2; exit 4"))
+    assert (closed_early.exit_code, closed_early.stdout) == (4, "out\n")
+    assert closed_early.duration_ms >= 200
+
+    silent = runner.run(make_spec("exec >&- 2>&-; sleep 60", timeout_s=0.3))
+    assert (silent.status, silent.error) == ("timeout", "timed out after 0.3s")
+    assert silent.duration_ms < 10_000
+
+
+def test_output_and_timeout_with_either_way_of_seeing_the_exit(
+    runner: Runner, tmp_path: Path, exit_seen_by: str
+) -> None:
+    ok = runner.run(make_spec("echo hello; echo oops >&2"))
+    assert (ok.status, ok.stdout, ok.stderr) == ("completed", "hello\n", "oops\n")
+    pidfile = tmp_path / "child.pid"
+    slow = runner.run(make_spec(f'sleep 60 & echo $! > "{pidfile}"; wait', timeout_s=0.3))
+    assert (slow.status, slow.error) == ("timeout", "timed out after 0.3s")
+    child = int(pidfile.read_text())
+    assert not pid_alive(child), "the run returns once the whole group is gone"

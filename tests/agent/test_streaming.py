@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agents.agent.actions import ActionResult
-from agents.agent.client import AgentClient
+from agents.agent.client import AgentClient, OutputReply
 from agents.agent.runner import Runner, execute_job
 from agents.agent.streaming import CHUNK_BYTES, OutputStreamer
 from agents.agent.worker import Heartbeat
@@ -376,3 +376,30 @@ def test_tiny_chunks_count_against_the_pending_bound(
     kept = len(collector.chunks) - 1
     assert kept <= 64 * 1024 // 129 + 1, "each queued chunk costs its overhead too"
     assert kept + int(dropped[0]["data"].split()[1]) == 20_000
+
+
+def test_a_job_without_output_starts_no_flusher_and_sends_nothing() -> None:
+    posts: list[list[dict[str, object]]] = []
+
+    def post(batch: list[dict[str, object]]) -> OutputReply:
+        posts.append(batch)
+        return OutputReply()
+
+    def flushers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "switchyard-output-quiet"]
+
+    quiet = OutputStreamer(post, lambda reason: None, name="quiet")
+    quiet.start()
+    assert flushers() == []
+    quiet.close()
+    assert (flushers(), posts) == ([], [])
+
+    chatty = OutputStreamer(post, lambda reason: None, name="quiet", flush_interval=60)
+    chatty.start()
+    chatty.write("stdout", b"hello\n")
+    assert flushers() == ["switchyard-output-quiet"]
+    chatty.close()
+    assert flushers() == []
+    assert [[(c["stream"], c["data"]) for c in batch] for batch in posts] == [
+        [("stdout", "hello\n")]
+    ]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import selectors
 import signal
 import subprocess
 import threading
 import time
-from typing import IO
 
 from agents.agent.actions import (
     KILLED,
     ActionResult,
     JobContext,
-    OutputSink,
     kill_process_group,
     register_action,
 )
@@ -24,6 +24,7 @@ DEFAULT_SHELL = "/bin/sh"
 OUTPUT_LIMIT = 1024 * 1024
 PIPE_DRAIN_TIMEOUT_S = 5.0
 _READ_SIZE = 64 * 1024
+EXIT_POLL_S = 0.05
 
 
 class TailBuffer:
@@ -48,14 +49,6 @@ class TailBuffer:
         return text
 
 
-def _pump(stream: IO[bytes], buffer: TailBuffer, sink: OutputSink, name: str) -> None:
-    """Copy one pipe into the capped tail (for the final report) and the live stream."""
-    with stream:
-        while chunk := stream.read1(_READ_SIZE):  # type: ignore[attr-defined]
-            buffer.feed(chunk)
-            sink.write(name, chunk)
-
-
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -71,7 +64,8 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     """Run ``argv`` in a new session, capture both streams, enforce ``ctx.timeout_s``.
 
     Reusable by other subprocess-based actions (e.g. ``script``). Both streams are copied to
-    ``ctx.output`` as they arrive.
+    ``ctx.output`` as they arrive. One thread does it all (see `ProcessWatch`): no reader or
+    timer threads per job.
     """
     started = time.monotonic()
     try:
@@ -90,58 +84,22 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
             duration_ms=int((time.monotonic() - started) * 1000),
         )
     ctx.process_started(process)
-    stdout, stderr = TailBuffer(), TailBuffer()
-    assert process.stdout is not None and process.stderr is not None
-    readers = [
-        threading.Thread(
-            target=_pump, args=(process.stdout, stdout, ctx.output, "stdout"), daemon=True
-        ),
-        threading.Thread(
-            target=_pump, args=(process.stderr, stderr, ctx.output, "stderr"), daemon=True
-        ),
-    ]
-    for reader in readers:
-        reader.start()
-
-    # A blocking wait() returns the moment the child exits; wait(timeout=...) would poll with
-    # growing sleeps and add milliseconds to every job. A timer enforces the timeout instead.
-    timed_out = threading.Event()
-
-    def on_timeout() -> None:
-        timed_out.set()
-        logger.info("job %s timed out after %ss; killing it", ctx.job_id, ctx.timeout_s)
-        kill_process_group(process)
-
-    timer = None
-    if ctx.timeout_s:
-        timer = threading.Timer(ctx.timeout_s, on_timeout)
-        timer.daemon = True
-        timer.start()
-    try:
-        returncode = process.wait()
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if timed_out.is_set():
-        timer.join()
-    duration_ms = int((time.monotonic() - started) * 1000)
-
-    drain_deadline = time.monotonic() + PIPE_DRAIN_TIMEOUT_S
-    for reader in readers:
-        reader.join(timeout=max(0.0, drain_deadline - time.monotonic()))
-    stderr_text = stderr.text()
-    if any(reader.is_alive() for reader in readers):
+    watch = ProcessWatch(process, ctx, started)
+    returncode, held_open = watch.run()
+    duration_ms = int((watch.exited_at - started) * 1000)
+    stderr_text = watch.stderr.text()
+    if held_open:
         logger.warning("job %s: a background process still holds its output open", ctx.job_id)
         stderr_text += "\n[switchyard: stopped reading output held open by a background process]"
 
     result = ActionResult(
         status="completed",
         exit_code=returncode,
-        stdout=stdout.text(),
+        stdout=watch.stdout.text(),
         stderr=stderr_text,
         duration_ms=duration_ms,
     )
-    if timed_out.is_set():
+    if watch.timed_out:
         result.status = "timeout"
         result.error = f"timed out after {format_seconds(ctx.timeout_s or 0)}s"
     elif ctx.cancelled.is_set():
@@ -154,6 +112,127 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
         result.status = "failed"
         result.error = f"exit code {returncode}"
     return result
+
+
+class ProcessWatch:
+    """Reads a child's two pipes, notices its exit and enforces its timeout from one thread.
+
+    The child's exit is seen through a pidfd (Linux ≥ 5.3), so a job that exits while a
+    background process it started still holds its output open is noticed at once; where pidfds
+    are missing, the exit is polled every `EXIT_POLL_S` while the pipes stay open. After the
+    exit, the pipes are drained for at most `PIPE_DRAIN_TIMEOUT_S`. On timeout the process group
+    is killed from a thread of its own (the kill waits out a grace period) while reading goes
+    on."""
+
+    def __init__(self, process: subprocess.Popen[bytes], ctx: JobContext, started: float):
+        assert process.stdout is not None and process.stderr is not None
+        self.process = process
+        self.ctx = ctx
+        self.stdout, self.stderr = TailBuffer(), TailBuffer()
+        self.deadline = started + ctx.timeout_s if ctx.timeout_s else None
+        self.timed_out = False
+        self.exited_at = started
+        self._killer: threading.Thread | None = None
+        self._pipes = {
+            process.stdout.fileno(): (self.stdout, "stdout"),
+            process.stderr.fileno(): (self.stderr, "stderr"),
+        }
+
+    def run(self) -> tuple[int, bool]:
+        """Returns the exit code and whether a pipe was still held open after the drain."""
+        process = self.process
+        pidfd = _open_pidfd(process.pid)
+        exited = False
+        drain_deadline = 0.0
+        with selectors.DefaultSelector() as selector:
+            for fd in self._pipes:
+                selector.register(fd, selectors.EVENT_READ)
+            if pidfd is not None:
+                selector.register(pidfd, selectors.EVENT_READ)
+            try:
+                while self._pipes or not exited:
+                    now = time.monotonic()
+                    if exited and now >= drain_deadline:
+                        break
+                    timeout = self._wait_for(now, exited, pidfd, drain_deadline)
+                    for key, _ in selector.select(timeout):
+                        if key.fd == pidfd:
+                            selector.unregister(pidfd)
+                            pidfd = _close_pidfd(pidfd)
+                        else:
+                            self._read(selector, key.fd)
+                    if not exited and self._has_exited(pidfd):
+                        exited = True
+                        self.exited_at = time.monotonic()
+                        drain_deadline = self.exited_at + PIPE_DRAIN_TIMEOUT_S
+                    if not exited:
+                        self._enforce_timeout()
+            finally:
+                _close_pidfd(pidfd)
+                process.stdout.close()  # type: ignore[union-attr]
+                process.stderr.close()  # type: ignore[union-attr]
+        if self._killer is not None:
+            self._killer.join()  # the whole group is gone (or was sent SIGKILL)
+        return process.wait(), bool(self._pipes)
+
+    def _wait_for(
+        self, now: float, exited: bool, pidfd: int | None, drain_deadline: float
+    ) -> float | None:
+        limits = []
+        if exited:
+            limits.append(drain_deadline - now)
+        else:
+            if self.deadline is not None and not self.timed_out:
+                limits.append(self.deadline - now)
+            if pidfd is None:
+                # Pipes open: poll for the exit now and then; none: `_has_exited` blocks.
+                limits.append(EXIT_POLL_S if self._pipes else 0)
+        return max(0.0, min(limits)) if limits else None
+
+    def _read(self, selector: selectors.BaseSelector, fd: int) -> None:
+        buffer, name = self._pipes[fd]
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            selector.unregister(fd)
+            del self._pipes[fd]
+            return
+        buffer.feed(chunk)
+        self.ctx.output.write(name, chunk)
+
+    def _has_exited(self, pidfd: int | None) -> bool:
+        if pidfd is None and not self._pipes:
+            # Nothing left to select on: block in wait() until the exit or the deadline.
+            remaining = None
+            if self.deadline is not None and not self.timed_out:
+                remaining = max(0.0, self.deadline - time.monotonic())
+            try:
+                self.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return self.process.poll() is not None
+
+    def _enforce_timeout(self) -> None:
+        if self.deadline is None or self.timed_out or time.monotonic() < self.deadline:
+            return
+        self.timed_out = True
+        logger.info("job %s timed out after %ss; killing it", self.ctx.job_id, self.ctx.timeout_s)
+        self._killer = threading.Thread(
+            target=kill_process_group, args=(self.process,), name="switchyard-kill", daemon=True
+        )
+        self._killer.start()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _close_pidfd(pidfd: int | None) -> None:
+    if pidfd is not None:
+        os.close(pidfd)
 
 
 @register_action("shell")
