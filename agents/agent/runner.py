@@ -387,7 +387,7 @@ def _run_claimed(
     finishing meanwhile, when given), offering the slot for the next job when allowed.
     Returns the result and the next job handed over with the report, if any."""
     job_id = spec.job_id
-    logger.info("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
+    logger.debug("running job %s (%s, attempt %s)", job_id, spec.action, spec.attempt)
     streamer = open_output_stream(spec, client, lambda reason: runner.cancel(job_id, reason))
     with runner.track(job_id):
         started_at = _now()
@@ -396,7 +396,14 @@ def _run_claimed(
         finally:
             streamer.close()  # the report must follow the last live chunk
         finished_at = _now()
-        logger.info("job %s finished: %s %s", job_id, result.status, result.error or "")
+        logger.info(
+            "job %s (%s, attempt %s) finished: %s %s",
+            job_id,
+            spec.action,
+            spec.attempt,
+            result.status,
+            result.error or "",
+        )
         report = _report(spec.lease, result, started_at, finished_at)
         if reporter is not None:
             reply = reporter.submit(job_id, report, accept_next=runner.accepts_handover())
