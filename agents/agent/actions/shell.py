@@ -83,8 +83,9 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
             f"cannot start {argv[0]}: {exc}",
             duration_ms=int((time.monotonic() - started) * 1000),
         )
-    ctx.process_started(process)
+    # The pidfd is opened before the process becomes killable, so no kill can reap it first.
     watch = ProcessWatch(process, ctx, started)
+    ctx.process_started(process)
     returncode, held_open = watch.run()
     duration_ms = int((watch.exited_at - started) * 1000)
     stderr_text = watch.stderr.text()
@@ -133,6 +134,7 @@ class ProcessWatch:
         self.timed_out = False
         self.exited_at = started
         self._killer: threading.Thread | None = None
+        self._pidfd = _open_pidfd(process.pid)
         self._pipes = {
             process.stdout.fileno(): (self.stdout, "stdout"),
             process.stderr.fileno(): (self.stderr, "stderr"),
@@ -141,7 +143,7 @@ class ProcessWatch:
     def run(self) -> tuple[int, bool]:
         """Returns the exit code and whether a pipe was still held open after the drain."""
         process = self.process
-        pidfd = _open_pidfd(process.pid)
+        pidfd = self._pidfd
         exited = False
         drain_deadline = 0.0
         with selectors.DefaultSelector() as selector:
