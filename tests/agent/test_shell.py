@@ -273,3 +273,28 @@ def test_output_and_timeout_with_either_way_of_seeing_the_exit(
     assert (slow.status, slow.error) == ("timeout", "timed out after 0.3s")
     child = int(pidfile.read_text())
     assert not pid_alive(child), "the run returns once the whole group is gone"
+
+
+def test_jobs_get_private_directories_under_the_work_root(tmp_path: Path) -> None:
+    runner = Runner(slots=1, work_root=str(tmp_path))
+    result = runner.run(make_spec('echo "$SWITCHYARD_OUTPUT"; echo k=v >> "$SWITCHYARD_OUTPUT"'))
+
+    output = Path(result.stdout.strip())
+    assert output.parent.parent == tmp_path
+    assert output.parent.name.startswith("switchyard-")
+    assert result.outputs == {"k": "v"}
+    assert list(tmp_path.iterdir()) == [], "the job's directory is removed after it"
+
+
+def test_the_work_root_is_configured_or_memory_backed_or_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents.agent import runner as runner_module
+
+    assert runner_module.default_work_root({"SWITCHYARD_AGENT_WORK_DIR": "/srv/jobs"}) == (
+        "/srv/jobs"
+    )
+    monkeypatch.setattr(runner_module, "MEMORY_FS", tmp_path)
+    assert runner_module.default_work_root({}) == str(tmp_path)
+    monkeypatch.setattr(runner_module, "MEMORY_FS", tmp_path / "missing")
+    assert runner_module.default_work_root({}) is None
