@@ -8,6 +8,7 @@ publish is harmless because agents must win a claim before running anything.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
@@ -42,6 +43,51 @@ def publish_jobs(jobs: Iterable[tuple[str, str]]) -> list[str]:
 
 
 def publish_after_commit(jobs: list[tuple[str, str]]) -> None:
-    """Publish once the surrounding transaction commits (never for a rolled-back one)."""
+    """Publish once the surrounding transaction commits (never for a rolled-back one).
+
+    A queue given more than `DOORBELLS_ALWAYS` jobs at once (a fan-out) gets doorbells for as
+    many as the online agents serving it have slots, at least `DOORBELLS_ALWAYS`: a doorbell
+    beyond that finds every slot busy, and by the time one is free its agent's report has
+    already pulled the oldest due job, so the doorbell only costs a publish here and a broker
+    round trip there. The jobs not rung stay `pending`: reports offering a slot pull them, and
+    the sweeper publishes what is still pending after `SWITCHYARD_REPUBLISH_PENDING_AFTER`."""
     if jobs:
-        on_commit_robust(partial(publish_jobs, list(jobs)))
+        on_commit_robust(partial(publish_jobs, doorbells_worth_ringing(jobs)))
+
+
+DOORBELLS_ALWAYS = 8
+
+
+def doorbells_worth_ringing(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`jobs` (in order) without those beyond each wide queue's doorbell budget."""
+    wide = {
+        queue for queue, count in Counter(q for _, q in jobs).items() if count > DOORBELLS_ALWAYS
+    }
+    if not wide:
+        return list(jobs)
+    slots = slots_serving(wide)
+    rung: Counter[str] = Counter()
+    kept = []
+    for job_id, queue in jobs:
+        budget = slots.get(queue)
+        if queue in wide and budget is not None and rung[queue] >= max(budget, DOORBELLS_ALWAYS):
+            continue
+        rung[queue] += 1
+        kept.append((job_id, queue))
+    return kept
+
+
+def slots_serving(queues: set[str]) -> dict[str, int | None]:
+    """Slots of the online agents consuming each queue, from their last heartbeat; None when an
+    agent has not said yet (then its queue is not capped)."""
+    from executions.routing import online_agents
+
+    slots: dict[str, int | None] = dict.fromkeys(queues, 0)
+    for agent in online_agents().only("name", "pools", "load"):
+        agent_slots = (agent.load or {}).get("slots")
+        for queue in queues.intersection(agent.queues):
+            if not isinstance(agent_slots, int) or agent_slots < 1:
+                slots[queue] = None
+            elif slots[queue] is not None:
+                slots[queue] += agent_slots
+    return slots
