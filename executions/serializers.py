@@ -149,6 +149,35 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "jobs_done",
         ]
 
+    def to_representation(self, execution: Execution) -> dict:
+        """DRF's generic dict built directly (a test compares them): a list page is a hundred
+        rows, and DRF's per-field machinery was a third of its time."""
+        zone = timezone.get_current_timezone()
+        total, done = self.job_counts(execution)
+        duration_ms = execution.duration_ms
+        return {
+            "id": str(execution.id),
+            "workflow": execution.workflow.slug,
+            "version": int(execution.version.number),
+            "status": execution.status,
+            "trigger": execution.trigger,
+            "labels": execution.labels,
+            "error": execution.error,
+            "rerun_of": execution.rerun_of_id,
+            "parent": execution.parent_id,
+            **{
+                name: None if value is None else datetime_representation(value, zone)
+                for name, value in (
+                    ("created_at", execution.created_at),
+                    ("started_at", execution.started_at),
+                    ("finished_at", execution.finished_at),
+                )
+            },
+            "duration_ms": None if duration_ms is None else int(duration_ms),
+            "jobs_total": total,
+            "jobs_done": done,
+        }
+
     def job_counts(self, execution: Execution) -> tuple[int, int]:
         return self.context.get("job_counts", {}).get(execution.pk, (0, 0))
 

@@ -309,3 +309,22 @@ def test_on_sqlite_the_analytics_say_they_need_postgresql(tmp_path):
     for line in lines:
         _path, code, detail = line.split(" ", 2)
         assert code == "501" and "PostgreSQL" in detail, line
+
+
+def test_the_trend_covers_exactly_the_top_workflows_even_at_a_tie(api):
+    """The trend rows are cut to the top workflows in SQL; its ranking (runs, then slug in
+    code-point order, where a hyphen sorts before letters) must be the one the top list uses."""
+    from executions.analytics import TOP_WORKFLOWS
+
+    runs_of = {f"w{i:02d}": 3 for i in range(TOP_WORKFLOWS - 2)}
+    runs_of |= {"tie-z": 2, "tieb": 2, "tiea": 2, "tie-a": 2}
+    for slug, count in runs_of.items():
+        wf = workflow(slug)
+        for n in range(count):
+            run(wf, "completed", DAY1 + timedelta(minutes=n), duration_s=5 + n)
+
+    body = api.get("/api/v1/analytics/summary/").json()
+
+    top = [row["workflow"] for row in body["top_workflows"]]
+    assert top == [*sorted(s for s in runs_of if s.startswith("w")), "tie-a", "tie-z"]
+    assert {row["workflow"] for row in body["duration_trend"]} == set(top)

@@ -1,4 +1,4 @@
-"""Hand-built API representations of jobs and events equal DRF's generic ones, field for field."""
+"""Hand-built API representations of jobs, events and list rows equal DRF's generic ones."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from agents.models import Agent
-from executions.models import ExecutionEvent, Job
-from executions.serializers import EventSerializer, JobSerializer
+from executions.models import Execution, ExecutionEvent, Job
+from executions.serializers import EventSerializer, ExecutionSerializer, JobSerializer
 from executions.views import LiteJobSerializer
 from tests.ops import factories
 
@@ -106,3 +106,35 @@ def test_hand_built_event_representation_equals_drfs(zone):
             generic(EventSerializer, event) for event in events
         ]
     assert EventSerializer(events[0]).data["job"] == job.pk
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_hand_built_list_row_equals_drfs(zone):
+    workflow = factories.workflow()
+    parent = factories.execution(workflow)
+    running = factories.execution(workflow, "running", with_children=False)
+    rerun = factories.execution(workflow, "failed", with_children=False)
+    Execution.objects.filter(pk=rerun.pk).update(
+        rerun_of=parent,
+        parent=parent,
+        error="boom",
+        labels={"team": "infra"},
+        trigger={"kind": "webhook", "delivery": "d1"},
+    )
+    rows = list(
+        Execution.objects.select_related("workflow", "version").filter(
+            pk__in=[parent.pk, running.pk, rerun.pk]
+        )
+    )
+    context = {"job_counts": {parent.pk: (5, 3), rerun.pk: (1, 1)}}
+    with timezone.override(zone):
+        hand_built = ExecutionSerializer(rows, many=True, context=context).data
+        drf = [
+            serializers.ModelSerializer.to_representation(ExecutionSerializer(context=context), row)
+            for row in rows
+        ]
+    assert hand_built == drf
+    by_id = {row["id"]: row for row in hand_built}
+    assert by_id[str(rerun.pk)]["rerun_of"] == parent.pk
+    assert by_id[str(parent.pk)]["jobs_total"] == 5
+    assert by_id[str(running.pk)]["finished_at"] is None
