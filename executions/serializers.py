@@ -287,10 +287,22 @@ class ExecutionDetailSerializer(serializers.ModelSerializer):
 
 
 def execution_detail_queryset() -> QuerySet[Execution]:
+    """An execution with its workflow, version and jobs; of each job's agent only the name is
+    loaded (a 200-job run otherwise decoded its agent's JSON columns 200 times)."""
+    from agents.models import Agent
+
+    agent_columns_not_shown = [
+        f"agent__{field.name}"
+        for field in Agent._meta.concrete_fields
+        if field.name not in ("id", "name")
+    ]
+    jobs = (
+        Job.objects.select_related("agent")
+        .defer(*agent_columns_not_shown)
+        .order_by("queued_at", "attempt")
+    )
     return Execution.objects.select_related("workflow", "version").prefetch_related(
-        Prefetch(
-            "jobs", queryset=Job.objects.select_related("agent").order_by("queued_at", "attempt")
-        )
+        Prefetch("jobs", queryset=jobs)
     )
 
 
