@@ -298,3 +298,16 @@ def test_the_work_root_is_configured_or_memory_backed_or_the_default(
     assert runner_module.default_work_root({}) == str(tmp_path)
     monkeypatch.setattr(runner_module, "MEMORY_FS", tmp_path / "missing")
     assert runner_module.default_work_root({}) is None
+
+
+def test_a_failing_live_stream_does_not_abandon_the_job(runner: Runner) -> None:
+    class BrokenSink:
+        def write(self, stream: str, data: bytes) -> None:
+            raise RuntimeError("can't start new thread")
+
+    command = "echo first; sleep 0.1; echo second; echo err >&2; exit 5"
+    result = runner.run(make_spec(command), BrokenSink())  # type: ignore[arg-type]
+
+    assert (result.status, result.exit_code) == ("failed", 5)
+    assert result.stdout == "first\nsecond\n"
+    assert result.stderr == "err\n"

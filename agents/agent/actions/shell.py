@@ -134,6 +134,7 @@ class ProcessWatch:
         self.timed_out = False
         self.exited_at = started
         self._killer: threading.Thread | None = None
+        self._streaming = True
         self._pidfd = _open_pidfd(process.pid)
         self._pipes = {
             process.stdout.fileno(): (self.stdout, "stdout"),
@@ -199,7 +200,15 @@ class ProcessWatch:
             del self._pipes[fd]
             return
         buffer.feed(chunk)
-        self.ctx.output.write(name, chunk)
+        if self._streaming:
+            try:
+                self.ctx.output.write(name, chunk)
+            except Exception:
+                # The live stream is a convenience; the job and its captured tail go on.
+                logger.exception(
+                    "job %s: live output failed; only the report carries it", self.ctx.job_id
+                )
+                self._streaming = False
 
     def _has_exited(self, pidfd: int | None) -> bool:
         if pidfd is None and not self._pipes:
