@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from executions.commit_hooks import on_commit_robust
 from executions.models import Job, JobStatus
+from executions.routing import online_agents
 from orchestrator.celery_app import RUN_JOB_TASK, app
 
 logger = logging.getLogger("switchyard.dispatch")
@@ -80,8 +81,6 @@ def doorbells_worth_ringing(jobs: list[tuple[str, str]]) -> list[tuple[str, str]
 def slots_serving(queues: set[str]) -> dict[str, int | None]:
     """Slots of the online agents consuming each queue, from their last heartbeat; None when an
     agent has not said yet (then its queue is not capped)."""
-    from executions.routing import online_agents
-
     slots: dict[str, int | None] = dict.fromkeys(queues, 0)
     for agent in online_agents().only("name", "pools", "load"):
         agent_slots = (agent.load or {}).get("slots")

@@ -104,10 +104,13 @@ EXECUTION_STATE_FIELDS = (
 
 
 @cache
+def execution_state_fields() -> list:
+    return [Execution._meta.get_field(name) for name in EXECUTION_STATE_FIELDS]
+
+
+@cache
 def execution_state_sql(vendor: str) -> str:
-    assignments = ", ".join(
-        f'"{Execution._meta.get_field(name).column}" = %s' for name in EXECUTION_STATE_FIELDS
-    )
+    assignments = ", ".join(f'"{field.column}" = %s' for field in execution_state_fields())
     return f'UPDATE "{Execution._meta.db_table}" SET {assignments} WHERE "id" = %s'
 
 
@@ -116,8 +119,8 @@ def save_execution_state(execution: Execution) -> None:
     timings, next timer): `save(update_fields=…)` compiled to the same UPDATE at several times
     the cost of running it, on every report."""
     params = [
-        Execution._meta.get_field(name).get_db_prep_save(getattr(execution, name), connection)
-        for name in EXECUTION_STATE_FIELDS
+        field.get_db_prep_save(getattr(execution, field.attname), connection)
+        for field in execution_state_fields()
     ]
     params.append(key_param(Execution, execution.pk, connection))
     with connection.cursor() as cursor:

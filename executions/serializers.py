@@ -20,9 +20,11 @@ DETAIL_LOG_LIMIT = 1000
 _drf_datetime = serializers.DateTimeField().to_representation
 
 
-def datetime_representation(value: datetime, zone: tzinfo) -> str:
+def datetime_representation(value: datetime | None, zone: tzinfo) -> str | None:
     """DRF's ISO 8601 rendering of an aware datetime in the current time zone (`zone`, looked
     up once per row: DRF looks it up per value, through asgiref's context-local storage)."""
+    if value is None:
+        return None
     if value.tzinfo is None:
         return _drf_datetime(value)
     text = value.astimezone(zone).isoformat()
@@ -165,14 +167,9 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "error": execution.error,
             "rerun_of": execution.rerun_of_id,
             "parent": execution.parent_id,
-            **{
-                name: None if value is None else datetime_representation(value, zone)
-                for name, value in (
-                    ("created_at", execution.created_at),
-                    ("started_at", execution.started_at),
-                    ("finished_at", execution.finished_at),
-                )
-            },
+            "created_at": datetime_representation(execution.created_at, zone),
+            "started_at": datetime_representation(execution.started_at, zone),
+            "finished_at": datetime_representation(execution.finished_at, zone),
             "duration_ms": None if duration_ms is None else int(duration_ms),
             "jobs_total": total,
             "jobs_done": done,

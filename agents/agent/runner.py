@@ -49,7 +49,9 @@ WORK_DIR_ENV = "SWITCHYARD_AGENT_WORK_DIR"
 MEMORY_FS = Path("/dev/shm")
 
 
-def default_work_root(environ: Mapping[str, str] = os.environ) -> str | None:
+def default_work_root(
+    environ: Mapping[str, str] = os.environ, memory_fs: Path = MEMORY_FS
+) -> str | None:
     """Where jobs' private directories (their output file, a script's file) are made:
     `SWITCHYARD_AGENT_WORK_DIR` if set, else the memory file system `/dev/shm` when it is a
     writable directory, else the system's temporary directory (None).
@@ -60,8 +62,8 @@ def default_work_root(environ: Mapping[str, str] = os.environ) -> str | None:
     configured = environ.get(WORK_DIR_ENV)
     if configured:
         return configured
-    if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK | os.X_OK):
-        return str(MEMORY_FS)
+    if memory_fs.is_dir() and os.access(memory_fs, os.W_OK | os.X_OK):
+        return str(memory_fs)
     return None
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agents.agent.actions import ActionResult
-from agents.agent.runner import Runner, parse_output_file
+from agents.agent.actions import NULL_SINK, ActionResult
+from agents.agent.actions.shell import ProcessWatch, start_process
+from agents.agent.runner import Runner, default_work_root, parse_output_file
 
 from .helpers import make_spec, pid_alive, wait_until
 
@@ -220,21 +223,44 @@ def test_agent_environment_is_untouched(runner: Runner) -> None:
     assert dict(os.environ) == before
 
 
-@pytest.fixture(params=["pidfd", "polled"])
-def exit_seen_by(request, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the child's exit seen through a pidfd, and as on a kernel without
-    pidfds (polled while the pipes are open, waited for once they are closed)."""
-    if request.param == "polled":
-        monkeypatch.setattr("agents.agent.actions.shell._open_pidfd", lambda pid: None)
-    return request.param
+@dataclass
+class Watched:
+    watcher: ProcessWatch
+    returncode: int
+    held_open: bool
+    exited_after: float  # seconds from the start to the exit seen
+    took: float  # seconds from the start until `run` returned
+
+
+def watch(
+    command: str,
+    *,
+    exit_via_pidfd: bool,
+    timeout_s: float | None = None,
+    drain_timeout: float = 5.0,
+) -> Watched:
+    """Run a real `sh -c command` under a `ProcessWatch`."""
+    started = time.monotonic()
+    process = start_process(["/bin/sh", "-c", command], env=None, cwd=None)
+    watcher = ProcessWatch(
+        process,
+        NULL_SINK,
+        job_id="watched",
+        timeout_s=timeout_s,
+        started=started,
+        drain_timeout=drain_timeout,
+        exit_via_pidfd=exit_via_pidfd,
+    )
+    returncode, held_open = watcher.run()
+    took = time.monotonic() - started
+    return Watched(watcher, returncode, held_open, watcher.exited_at - started, took)
 
 
 def test_exit_while_a_background_process_holds_the_output_open(
-    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_seen_by: str
+    runner: Runner, tmp_path: Path
 ) -> None:
     """The job's own exit ends it: output written before is kept, the pipes are drained for a
     bounded time only, and the duration is the job's, not the drain's."""
-    monkeypatch.setattr("agents.agent.actions.shell.PIPE_DRAIN_TIMEOUT_S", 0.5)
     pidfile = tmp_path / "child.pid"
     command = f'echo before; sleep 60 & echo $! > "{pidfile}"; echo err >&2; exit 3'
     result = runner.run(make_spec(command))
@@ -251,26 +277,54 @@ def test_exit_while_a_background_process_holds_the_output_open(
         os.kill(child, 9)
 
 
-def test_pipes_closed_before_the_exit_and_the_timeout_still_applies(
-    runner: Runner, exit_seen_by: str
-) -> None:
-    closed_early = runner.run(make_spec("echo out; exec >&- 2>&-; sleep 0.2; exit 4"))
-    assert (closed_early.exit_code, closed_early.stdout) == (4, "out\n")
-    assert closed_early.duration_ms >= 200
-
-    silent = runner.run(make_spec("exec >&- 2>&-; sleep 60", timeout_s=0.3))
-    assert (silent.status, silent.error) == ("timeout", "timed out after 0.3s")
-    assert silent.duration_ms < 10_000
+EXIT_SEEN_BY = pytest.mark.parametrize(
+    "exit_via_pidfd", [True, False], ids=["pidfd", "polled-without-pidfd"]
+)
 
 
-def test_output_and_timeout_with_either_way_of_seeing_the_exit(
-    runner: Runner, tmp_path: Path, exit_seen_by: str
-) -> None:
-    ok = runner.run(make_spec("echo hello; echo oops >&2"))
-    assert (ok.status, ok.stdout, ok.stderr) == ("completed", "hello\n", "oops\n")
+@EXIT_SEEN_BY
+def test_an_exit_is_seen_while_output_is_held_open(tmp_path: Path, exit_via_pidfd: bool) -> None:
     pidfile = tmp_path / "child.pid"
-    slow = runner.run(make_spec(f'sleep 60 & echo $! > "{pidfile}"; wait', timeout_s=0.3))
-    assert (slow.status, slow.error) == ("timeout", "timed out after 0.3s")
+    command = f'echo before; sleep 60 & echo $! > "{pidfile}"; echo err >&2; exit 3'
+    run = watch(command, exit_via_pidfd=exit_via_pidfd, drain_timeout=0.5)
+    child = int(pidfile.read_text())
+    try:
+        assert (run.returncode, run.held_open) == (3, True)
+        assert (run.watcher.stdout.text(), run.watcher.stderr.text()) == ("before\n", "err\n")
+        assert run.exited_after < 0.5, "timed at the exit, not after the drain"
+        assert run.took < 5, "the drain is bounded"
+    finally:
+        os.kill(child, 9)
+
+
+@EXIT_SEEN_BY
+def test_pipes_closed_before_the_exit_and_the_timeout_still_applies(exit_via_pidfd: bool) -> None:
+    closed_early = watch(
+        "echo out; exec >&- 2>&-; sleep 0.2; exit 4", exit_via_pidfd=exit_via_pidfd
+    )
+    assert (closed_early.returncode, closed_early.watcher.stdout.text()) == (4, "out\n")
+    assert closed_early.exited_after >= 0.2
+
+    silent = watch("exec >&- 2>&-; sleep 60", exit_via_pidfd=exit_via_pidfd, timeout_s=0.3)
+    assert silent.watcher.timed_out
+    assert silent.took < 10
+
+
+@EXIT_SEEN_BY
+def test_output_and_timeout_with_either_way_of_seeing_the_exit(
+    tmp_path: Path, exit_via_pidfd: bool
+) -> None:
+    ok = watch("echo hello; echo oops >&2", exit_via_pidfd=exit_via_pidfd)
+    assert (ok.returncode, ok.watcher.stdout.text(), ok.watcher.stderr.text()) == (
+        0,
+        "hello\n",
+        "oops\n",
+    )
+    pidfile = tmp_path / "child.pid"
+    slow = watch(
+        f'sleep 60 & echo $! > "{pidfile}"; wait', exit_via_pidfd=exit_via_pidfd, timeout_s=0.3
+    )
+    assert slow.watcher.timed_out
     child = int(pidfile.read_text())
     assert not pid_alive(child), "the run returns once the whole group is gone"
 
@@ -286,18 +340,11 @@ def test_jobs_get_private_directories_under_the_work_root(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == [], "the job's directory is removed after it"
 
 
-def test_the_work_root_is_configured_or_memory_backed_or_the_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from agents.agent import runner as runner_module
-
-    assert runner_module.default_work_root({"SWITCHYARD_AGENT_WORK_DIR": "/srv/jobs"}) == (
-        "/srv/jobs"
-    )
-    monkeypatch.setattr(runner_module, "MEMORY_FS", tmp_path)
-    assert runner_module.default_work_root({}) == str(tmp_path)
-    monkeypatch.setattr(runner_module, "MEMORY_FS", tmp_path / "missing")
-    assert runner_module.default_work_root({}) is None
+def test_the_work_root_is_configured_or_memory_backed_or_the_default(tmp_path: Path) -> None:
+    configured = {"SWITCHYARD_AGENT_WORK_DIR": "/srv/jobs"}
+    assert default_work_root(configured, memory_fs=tmp_path) == "/srv/jobs"
+    assert default_work_root({}, memory_fs=tmp_path) == str(tmp_path)
+    assert default_work_root({}, memory_fs=tmp_path / "missing") is None
 
 
 def test_a_failing_live_stream_does_not_abandon_the_job(runner: Runner) -> None:

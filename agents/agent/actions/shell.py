@@ -14,6 +14,7 @@ from agents.agent.actions import (
     KILLED,
     ActionResult,
     JobContext,
+    OutputSink,
     kill_process_group,
     register_action,
 )
@@ -69,22 +70,16 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     """
     started = time.monotonic()
     try:
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=ctx.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        process = start_process(argv, env=ctx.env, cwd=cwd)
     except (OSError, ValueError) as exc:
         return ActionResult.failure(
             f"cannot start {argv[0]}: {exc}",
             duration_ms=int((time.monotonic() - started) * 1000),
         )
     # The pidfd is opened before the process becomes killable, so no kill can reap it first.
-    watch = ProcessWatch(process, ctx, started)
+    watch = ProcessWatch(
+        process, ctx.output, job_id=ctx.job_id, timeout_s=ctx.timeout_s, started=started
+    )
     ctx.process_started(process)
     returncode, held_open = watch.run()
     duration_ms = int((watch.exited_at - started) * 1000)
@@ -115,6 +110,21 @@ def run_process(ctx: JobContext, argv: list[str], *, cwd: str | None = None) -> 
     return result
 
 
+def start_process(
+    argv: list[str], *, env: dict[str, str] | None, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session (and process group) of its own, both streams piped."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
 class ProcessWatch:
     """Reads a child's two pipes, notices its exit and enforces its timeout from one thread.
 
@@ -125,17 +135,31 @@ class ProcessWatch:
     is killed from a thread of its own (the kill waits out a grace period) while reading goes
     on."""
 
-    def __init__(self, process: subprocess.Popen[bytes], ctx: JobContext, started: float):
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        output: OutputSink,
+        *,
+        job_id: str,
+        timeout_s: float | None,
+        started: float,
+        drain_timeout: float = PIPE_DRAIN_TIMEOUT_S,
+        exit_via_pidfd: bool = True,
+    ):
+        """`exit_via_pidfd=False` watches the exit as on a system without pidfds."""
         assert process.stdout is not None and process.stderr is not None
         self.process = process
-        self.ctx = ctx
+        self.output = output
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        self.drain_timeout = drain_timeout
         self.stdout, self.stderr = TailBuffer(), TailBuffer()
-        self.deadline = started + ctx.timeout_s if ctx.timeout_s else None
+        self.deadline = started + timeout_s if timeout_s else None
         self.timed_out = False
         self.exited_at = started
         self._killer: threading.Thread | None = None
         self._streaming = True
-        self._pidfd = _open_pidfd(process.pid)
+        self._pidfd = _open_pidfd(process.pid) if exit_via_pidfd else None
         self._pipes = {
             process.stdout.fileno(): (self.stdout, "stdout"),
             process.stderr.fileno(): (self.stderr, "stderr"),
@@ -167,7 +191,7 @@ class ProcessWatch:
                     if not exited and self._has_exited(pidfd):
                         exited = True
                         self.exited_at = time.monotonic()
-                        drain_deadline = self.exited_at + PIPE_DRAIN_TIMEOUT_S
+                        drain_deadline = self.exited_at + self.drain_timeout
                     if not exited:
                         self._enforce_timeout()
             finally:
@@ -202,16 +226,18 @@ class ProcessWatch:
         buffer.feed(chunk)
         if self._streaming:
             try:
-                self.ctx.output.write(name, chunk)
+                self.output.write(name, chunk)
             except Exception:
                 # The live stream is a convenience; the job and its captured tail go on.
                 logger.exception(
-                    "job %s: live output failed; only the report carries it", self.ctx.job_id
+                    "job %s: live output failed; only the report carries it", self.job_id
                 )
                 self._streaming = False
 
     def _has_exited(self, pidfd: int | None) -> bool:
-        if pidfd is None and not self._pipes:
+        if pidfd is not None:
+            return False  # the pidfd has not fired
+        if not self._pipes:
             # Nothing left to select on: block in wait() until the exit or the deadline.
             remaining = None
             if self.deadline is not None and not self.timed_out:
@@ -227,7 +253,7 @@ class ProcessWatch:
         if self.deadline is None or self.timed_out or time.monotonic() < self.deadline:
             return
         self.timed_out = True
-        logger.info("job %s timed out after %ss; killing it", self.ctx.job_id, self.ctx.timeout_s)
+        logger.info("job %s timed out after %ss; killing it", self.job_id, self.timeout_s)
         self._killer = threading.Thread(
             target=kill_process_group, args=(self.process,), name="switchyard-kill", daemon=True
         )
