@@ -183,6 +183,7 @@ def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dic
         client.post("/api/v1/workflows/", json={"definition": definition})
         slug = definition["slug"]
         run_once(client, slug, status_of)
+        cpu_before = cpu_by_process(stack)
         spreads, joins, totals = [], [], []
         for _ in range(runs):
             body, _ = run_once(client, slug, status_of)
@@ -196,6 +197,8 @@ def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dic
             totals.append(
                 (parse_time(body["finished_at"]) - parse_time(body["started_at"])).total_seconds()
             )
+        cpu_after = cpu_by_process(stack)
+    cpu_per_job = cpu_per_unit(cpu_before, cpu_after, runs * (width + 2), "job")
     return {
         "scenario": f"W2_fanout_{slots}slots",
         "width": width,
@@ -203,6 +206,11 @@ def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dic
         "dispatch_spread_ms_p50": round(statistics.median(spreads), 1),
         "join_delay_ms_p50": round(statistics.median(joins), 2),
         "run_s_p50": round(statistics.median(totals), 3),
+        **{
+            key: value
+            for key, value in cpu_per_job.items()
+            if key.rpartition("_")[2] in ("web", "postgres", f"bench-fanout-{slots}")
+        },
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jsonpath_ng.exceptions import JsonPathParserError
@@ -112,7 +112,7 @@ def claim_job(agent, job_id, *, lease: uuid.UUID | None = None) -> Job:
         lease or uuid.uuid4(),
         now,
     )
-    job = Job.objects.select_related("execution__workflow").filter(pk=job_id).first()
+    job = claimed_jobs().filter(pk=job_id).first()
     if job is None:
         raise JobNotFound(job_id)
     if not claimed:
@@ -122,6 +122,16 @@ def claim_job(agent, job_id, *, lease: uuid.UUID | None = None) -> Job:
             raise ExecutionConflict(f"job {job_id} is not due before {job.not_before}")
         raise ExecutionConflict(f"job {job_id} is already {job.status}")
     return announce_claim(job, agent, now)
+
+
+def claimed_jobs() -> QuerySet[Job]:
+    """Jobs as a claim answers them: every column of the job, and of its run only the
+    workflow's slug (`job_spec`). A run's node states and a workflow's definition are JSON that
+    grows with the graph, and a fan-out's claims would decode them once per job."""
+    job_columns = [field.name for field in Job._meta.concrete_fields]
+    return Job.objects.select_related("execution__workflow").only(
+        *job_columns, "execution__workflow", "execution__workflow__slug"
+    )
 
 
 def due_by(now) -> Q:

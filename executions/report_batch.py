@@ -31,6 +31,7 @@ from executions.jobs import (
     JobNotFound,
     JobReport,
     ReportOutcome,
+    claimed_jobs,
     due_by,
     fence_report,
     handover_lease,
@@ -172,7 +173,7 @@ def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) ->
             continue
         if outcome.next_job is None and not outcome.applied:
             outcome.next_job = (
-                Job.objects.select_related("execution__workflow")
+                claimed_jobs()
                 .filter(
                     agent=agent,
                     status=JobStatus.RUNNING,
@@ -216,7 +217,7 @@ def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
             output_field=UUIDField(),
         )
         mark_claimed(Job.objects.filter(pk__in=ids), agent, lease, now)
-        jobs = list(Job.objects.select_related("execution__workflow").filter(pk__in=ids))
+        jobs = list(claimed_jobs().filter(pk__in=ids))
         recorders: dict[uuid.UUID, EventRecorder] = {}
         for job in jobs:
             recorder = recorders.setdefault(job.execution_id, EventRecorder(job.execution_id, now))

@@ -165,3 +165,26 @@ def test_the_hand_written_queries_work_on_sqlite(tmp_path):
         "a true",
         "s",
     ], output
+
+
+@pytest.mark.django_db
+def test_a_claimed_job_carries_its_workflow_slug_and_none_of_its_runs_json():
+    """A claim answers with `job_spec`, which reads nothing of the run but its workflow's slug:
+    the run's node states and the rest of its workflow stay in the database (a fan-out's claims
+    would otherwise decode them once per job)."""
+    from executions.jobs import claimed_jobs, job_spec
+
+    execution = start_execution(create_workflow(CHAIN))
+    expected = Job.objects.get(execution=execution, node_id="a")
+
+    job = claimed_jobs().get(pk=expected.pk)
+
+    assert field_values(job) == field_values(expected)
+    assert {"nodes", "inputs", "vars", "outputs"} <= job.execution.get_deferred_fields()
+    workflow = job.execution.workflow
+    loaded = {f.attname for f in workflow._meta.concrete_fields} - workflow.get_deferred_fields()
+    assert loaded == {"id", "slug"}
+    with CaptureQueriesContext(connection) as queries:
+        spec = job_spec(job)
+    assert queries.captured_queries == []
+    assert spec["workflow"] == "hot" and spec["params"] == {"command": "echo hi"}
