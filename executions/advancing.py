@@ -37,6 +37,7 @@ from executions.models import (
 )
 from executions.recorder import EventRecorder
 from executions.routing import QueueRouter
+from orchestrator.copy_insert import insert_rows
 from orchestrator.engine import (
     DefinitionError,
     NodeSpec,
@@ -578,7 +579,7 @@ class Advancer:
         save_execution_state(execution)
         if self.new_jobs:
             self.hand_off()
-            Job.objects.bulk_create(self.new_jobs)
+            insert_rows(Job, self.new_jobs)
             publish_after_commit(
                 [
                     (str(job.id), job.queue)

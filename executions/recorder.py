@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from executions.live import publish_events_after_commit
 from executions.models import ExecutionEvent
+from orchestrator.copy_insert import insert_rows
 
 
 class EventRecorder:
@@ -43,7 +44,7 @@ class EventRecorder:
     def flush(self) -> None:
         """Insert the pending events in one statement and push them live after commit."""
         if self.pending:
-            created = ExecutionEvent.objects.bulk_create(self.pending)
+            created = insert_rows(ExecutionEvent, self.pending)
             self.pending = []
             publish_events_after_commit(
                 self.execution_id, [event for event in created if event.pk is not None]
