@@ -303,7 +303,7 @@ class Runner:
         with self.track(spec.job_id) as job:
             started = time.monotonic()
             result = self._run(spec, job, output)
-            if not result.duration_ms:
+            if result.duration_ms is None:
                 result.duration_ms = int((time.monotonic() - started) * 1000)
         if spec.mask:
             result.stdout = mask_secrets(result.stdout, spec.mask)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.agent.actions import NULL_SINK, ActionResult
+from agents.agent.actions import ACTIONS, NULL_SINK, ActionResult
 from agents.agent.actions.shell import ProcessWatch, start_process
 from agents.agent.runner import Runner, default_work_root, parse_output_file
 
@@ -358,3 +358,24 @@ def test_a_failing_live_stream_does_not_abandon_the_job(runner: Runner) -> None:
     assert (result.status, result.exit_code) == ("failed", 5)
     assert result.stdout == "first\nsecond\n"
     assert result.stderr == "err\n"
+
+
+def test_a_job_timed_at_zero_ms_keeps_its_own_duration(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An action's own timing wins even when it is 0 ms (a fast `sh` rounds down to 0): the
+    runner's wall time would add the output drain and the job directory's set-up."""
+
+    def quick_after_slow_setup(ctx) -> ActionResult:
+        busy_until = time.monotonic() + 0.005
+        while time.monotonic() < busy_until:
+            pass
+        return ActionResult(status="completed", exit_code=0, duration_ms=0)
+
+    def untimed(ctx) -> ActionResult:
+        return ActionResult(status="completed", exit_code=0)
+
+    monkeypatch.setitem(ACTIONS, "quick-after-slow-setup", quick_after_slow_setup)
+    monkeypatch.setitem(ACTIONS, "untimed", untimed)
+    assert runner.run(make_spec(action="quick-after-slow-setup")).duration_ms == 0
+    assert runner.run(make_spec(action="untimed")).duration_ms is not None

@@ -83,7 +83,7 @@ class ActionResult:
     stdout: str = ""
     stderr: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
-    duration_ms: int = 0
+    duration_ms: int | None = None  # None: the runner times the job
     error: str | None = None
     http: dict[str, Any] | None = None
 
