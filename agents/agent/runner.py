@@ -31,6 +31,7 @@ from agents.agent.client import AgentClient, CompleteReply, InvalidJobSpec, JobS
 from agents.agent.masking import mask_secrets
 from agents.agent.reporting import ReportBatcher
 from agents.agent.streaming import OutputStreamer
+from agents.agent.workspace import Workspace
 
 logger = logging.getLogger("switchyard.agent")
 
@@ -183,14 +184,19 @@ class Runner:
         kill_grace: float = KILL_GRACE_S,
         work_root: str | None = None,
     ):
-        """`work_root`: where jobs' private directories go (default: `default_work_root()`)."""
+        """`work_root`: where this agent's directory for its jobs' private directories goes
+        (default: `default_work_root()`); directories dead agents left there are removed."""
         self.slots = slots
         self.kill_grace = kill_grace
-        self.work_root = work_root or default_work_root()
+        self.workspace = Workspace(work_root or default_work_root())
         self._lock = threading.Lock()
         self._jobs: dict[str, _ActiveJob] = {}
         self._handed_over: OrderedDict[str, None] = OrderedDict()
         self.draining = threading.Event()
+
+    def close(self) -> None:
+        """Remove this agent's job directory (call once its jobs are done)."""
+        self.workspace.close()
 
     def accepts_handover(self) -> bool:
         """Whether a finishing job may take its next job with its report (not while stopping)."""
@@ -321,7 +327,7 @@ class Runner:
         if parse not in (None, "json"):
             return ActionResult.failure(f"params.parse must be 'json', not {parse!r}")
         with tempfile.TemporaryDirectory(
-            prefix=f"switchyard-{spec.job_id[:8]}-", dir=self.work_root, ignore_cleanup_errors=True
+            prefix=f"job-{spec.job_id[:8]}-", dir=self.workspace.path, ignore_cleanup_errors=True
         ) as tmp:
             workdir = Path(tmp)
             output_path = workdir / "output"

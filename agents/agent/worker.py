@@ -191,5 +191,6 @@ def run_worker(
         abandoned = runner.cancel_all("agent shut down", wait=True)
         if abandoned:
             logger.warning("killed jobs still running at shutdown: %s", abandoned)
+        runner.close()
         client.close()
     return worker.exitcode or 0

@@ -13,6 +13,7 @@ import pytest
 from agents.agent.actions import ACTIONS, NULL_SINK, ActionResult
 from agents.agent.actions.shell import ProcessWatch, start_process
 from agents.agent.runner import Runner, default_work_root, parse_output_file
+from agents.agent.workspace import LOCK_NAME
 
 from .helpers import make_spec, pid_alive, wait_until
 
@@ -334,10 +335,14 @@ def test_jobs_get_private_directories_under_the_work_root(tmp_path: Path) -> Non
     result = runner.run(make_spec('echo "$SWITCHYARD_OUTPUT"; echo k=v >> "$SWITCHYARD_OUTPUT"'))
 
     output = Path(result.stdout.strip())
-    assert output.parent.parent == tmp_path
-    assert output.parent.name.startswith("switchyard-")
+    assert output.parent.parent == runner.workspace.path
+    assert runner.workspace.path.parent == tmp_path
     assert result.outputs == {"k": "v"}
-    assert list(tmp_path.iterdir()) == [], "the job's directory is removed after it"
+    assert list(runner.workspace.path.iterdir()) == [runner.workspace.path / LOCK_NAME], (
+        "the job's directory is removed after it"
+    )
+    runner.close()
+    assert list(tmp_path.iterdir()) == [], "the agent's directory goes with it"
 
 
 def test_the_work_root_is_configured_or_memory_backed_or_the_default(tmp_path: Path) -> None:

@@ -1,0 +1,76 @@
+"""The agent's own directory for its jobs' private directories, and the sweep of those that
+agents killed without a chance to clean up left behind.
+
+Job directories are removed when their job ends, but an agent killed mid-job (SIGKILL, the OOM
+killer, a power cut of a container) leaves them. On the default memory file system (`/dev/shm`)
+they would hold memory until the host reboots. So each agent makes one directory of its own and
+keeps an exclusive `flock` on a file in it while it lives; the kernel drops the lock when the
+process dies, however it dies. A starting agent removes every agent directory whose lock it can
+take: their owners are gone. Several agents may share a host and its work root; a live agent's
+lock is never free, so its directory is never swept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger("switchyard.agent")
+
+PREFIX = "switchyard-agent-"
+LOCK_NAME = ".owner.lock"
+
+
+class Workspace:
+    """A directory under `root` owned by this process until `close` (or its death)."""
+
+    def __init__(self, root: str | None = None) -> None:
+        root_path = Path(root or tempfile.gettempdir())
+        sweep_abandoned(root_path)
+        # Made under a name the sweep ignores and renamed once locked, so no other agent's
+        # sweep can ever see it unlocked.
+        making = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=root_path))
+        self._lock: IO[str] | None = open(making / LOCK_NAME, "w")  # noqa: SIM115 (held for life)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = making.with_name(making.name[1:])
+        making.rename(self.path)
+
+    def close(self) -> None:
+        """Remove the directory (with whatever jobs left in it) and release it."""
+        if self._lock is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock.close()
+        self._lock = None
+
+
+def sweep_abandoned(root: Path) -> list[Path]:
+    """Remove the agent directories under `root` whose owner is dead; returns them."""
+    swept = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError as error:
+        logger.warning("cannot look for abandoned job directories in %s: %s", root, error)
+        return swept
+    for entry in entries:
+        if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            lock = open(Path(entry.path) / LOCK_NAME)  # noqa: SIM115 (closed below)
+        except OSError:
+            continue  # not ours to judge (another user's, or no lock file)
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its agent is alive
+            shutil.rmtree(entry.path, ignore_errors=True)
+        swept.append(Path(entry.path))
+    if swept:
+        logger.info("removed %d job directories of agents that died: %s", len(swept), root)
+    return swept
