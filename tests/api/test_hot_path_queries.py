@@ -101,6 +101,24 @@ def test_agent_tokens_resolve_to_their_agent_until_revoked():
     assert authenticate_agent(token) is None
 
 
+def test_user_tokens_resolve_to_their_token_and_user_until_revoked(django_user_model):
+    from orchestrator.authentication import create_api_token, live_token
+    from orchestrator.models import ApiToken
+    from orchestrator.tokens import hash_token
+
+    user = django_user_model.objects.create_user("hot", password="pw-123456789")
+    raw = create_api_token(user, "ci")
+    expected = ApiToken.objects.select_related("user").get(digest=hash_token(raw))
+
+    found = live_token(hash_token(raw))
+
+    assert field_values(found) == field_values(expected)
+    assert field_values(found.user) == field_values(expected.user)
+    assert live_token(hash_token(raw + "x")) is None
+    ApiToken.objects.filter(pk=expected.pk).update(revoked_at=expected.created_at)
+    assert live_token(hash_token(raw)) is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_locks_are_really_taken():
     """While a transaction holds a run and a job, another connection cannot lock them."""
@@ -151,6 +169,11 @@ with transaction.atomic():
     print(lock_jobs([job.pk])[job.pk].node_id, lock_jobs([job.pk])[job.pk].params["command"])
 agent, token = register_agent(enrollment_token=None, name="s", pools=["p"], labels={})
 print(authenticate_agent(token).name)
+from django.contrib.auth import get_user_model
+from orchestrator.authentication import create_api_token, live_token
+from orchestrator.tokens import hash_token
+raw = create_api_token(get_user_model().objects.create_user("u1"), "t")
+print(live_token(hash_token(raw)).user.username)
 """
 
 
@@ -164,6 +187,7 @@ def test_the_hand_written_queries_work_on_sqlite(tmp_path):
         "cancelled {'status': 'skipped'}",
         "a true",
         "s",
+        "u1",
     ], output
 
 
