@@ -46,6 +46,7 @@ from orchestrator.engine import (
     TemplateError,
     WorkflowSpec,
     coerce_inputs,
+    contains_template,
     evaluate_expression,
     parse_duration,
     plan_execution,
@@ -410,7 +411,10 @@ class Advancer:
 
     def queue_job(self, node: NodeSpec, attempt: int, not_before: datetime | None = None) -> None:
         try:
-            context = self.context(node)
+            # Most steps are plain: building their context (every node's state) would cost a
+            # wide fan-out time quadratic in its width.
+            templated = contains_template((node.params, node.pool, node.agent))
+            context = self.context(node) if templated else {}
             params = render_value(node.params, context, "with")
             pool = render_value(node.pool, context, "pool") if node.pool else None
             agent = render_value(node.agent, context, "agent") if node.agent else None

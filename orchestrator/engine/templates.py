@@ -28,6 +28,7 @@ __all__ = [
     "TemplateError",
     "check_expression",
     "check_syntax",
+    "contains_template",
     "evaluate_expression",
     "is_template",
     "render_value",
@@ -54,6 +55,18 @@ class TemplateError(Exception):
 def is_template(value: object) -> bool:
     """True for strings that contain Jinja markup (`{{` or `{%`)."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def contains_template(value: object) -> bool:
+    """True if any string inside `value` (through dicts, lists and tuples) is a template: if
+    not, `render_value` needs no context (it only copies the containers)."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(contains_template(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(contains_template(item) for item in value)
+    return False
 
 
 def _value_path(parent: str, key: object) -> str:

@@ -2,11 +2,14 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.engine import (
     TemplateError,
     check_expression,
     check_syntax,
+    contains_template,
     evaluate_expression,
     is_template,
     render_value,
@@ -254,3 +257,41 @@ class TestExpressions:
         assert check_expression("{{ a }} {{ b }}", "if")[0][1].endswith(
             "expected a single expression such as '{{ x == 1 }}'"
         )
+
+
+JSON_LIKE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet="{}%# ab$x.\n", max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSON_LIKE)
+def test_values_without_templates_render_to_equal_copies_whatever_the_context(value):
+    """What lets the engine skip building a context for plain steps."""
+    if contains_template(value):
+        assert any(is_template(s) for s in strings_in(value))
+        return
+    plain = render_value(value, {}, "with")
+    assert plain == render_value(value, CONTEXT, "with") == value
+    if isinstance(value, dict | list) and value:
+        assert plain is not value, "a copy: a job must not share the cached spec's containers"
+
+
+def strings_in(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def test_templates_are_found_at_any_depth():
+    assert contains_template({"a": [1, {"b": ("x", "{{ inputs.n }}")}]})
+    assert contains_template(["{% if true %}y{% endif %}"])
+    assert not contains_template({"a": [1, {"b": ("x", "{ not } %}")}], "{{": None})
