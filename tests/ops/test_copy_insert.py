@@ -8,6 +8,8 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.functional import lazy
+from django.utils.safestring import SafeString
 
 from executions.advancing import start_execution
 from executions.models import Execution, ExecutionEvent, Job
@@ -81,6 +83,22 @@ def test_jobs_with_json_nulls_lists_and_times_read_back_as_written():
     for job in made:
         assert field_values(stored[job.pk]) == field_values(job)
     assert Job.objects.filter(pk=made[0].pk, http__isnull=True).exists()
+
+
+def test_values_of_other_types_are_converted_as_bulk_create_would():
+    execution = start_execution(create_workflow(WORKFLOW))
+    made = jobs(execution, 33)
+    made[0].timeout_s = 2  # an int for a float column
+    made[0].error = lazy(lambda: "translated later", str)()
+    made[0].stdout = SafeString("<b>kept</b>")
+    with transaction.atomic():
+        insert_rows(Job, made)
+    stored = Job.objects.get(pk=made[0].pk)
+    assert (stored.timeout_s, stored.error, stored.stdout) == (
+        2.0,
+        "translated later",
+        "<b>kept</b>",
+    )
 
 
 def test_few_rows_and_models_with_database_defaults_use_bulk_create():
