@@ -204,6 +204,7 @@ def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dic
         "width": width,
         "runs": runs,
         "dispatch_spread_ms_p50": round(statistics.median(spreads), 1),
+        "dispatch_spread_ms_max": round(max(spreads), 1),
         "join_delay_ms_p50": round(statistics.median(joins), 2),
         "run_s_p50": round(statistics.median(totals), 3),
         **{
@@ -401,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_agent("bench-agent", ["default"], concurrency=8)
         scenarios = {
             "W1": lambda: scenario_chain(stack, 40, args.runs, warmup=2),
-            "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=8),
-            "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 4), slots=2),
+            "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=8),
+            "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=2),
             "W3": lambda: scenario_burst(stack, args.burst),
             "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
             "FLOOR": lambda: scenario_floor(stack, 40, args.runs),
