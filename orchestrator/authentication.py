@@ -18,7 +18,8 @@ LAST_USED_RESOLUTION_S = 60
 TOKEN = ModelColumns(ApiToken, "t")
 USER = ModelColumns(get_user_model(), "u")
 LIVE_TOKEN_SQL = (
-    f"SELECT {TOKEN.sql}, {USER.sql} FROM {TOKEN.table} JOIN {USER.table} ON u.id = t.user_id"
+    f"SELECT {TOKEN.sql}, {USER.sql} FROM {TOKEN.table} JOIN {USER.table}"
+    f' ON u."{USER.model._meta.pk.column}" = t."{ApiToken._meta.get_field("user").column}"'
     " WHERE t.digest = %s AND t.revoked_at IS NULL"
 )
 

@@ -35,15 +35,17 @@ def insert_rows(model: type[M], objs: Sequence[M], *, copy_from: int = COPY_FROM
     (always for a model with database defaults, which COPY cannot leave to the database)."""
     objs = list(objs)
     alias = router.db_for_write(model)
-    defaults_in_database = any(
-        field.db_default is not NOT_PROVIDED for field in model._meta.concrete_fields
-    )
-    if len(objs) < copy_from or connections[alias].vendor != "postgresql" or defaults_in_database:
+    if (
+        len(objs) < copy_from
+        or connections[alias].vendor != "postgresql"
+        or any(field.db_default is not NOT_PROVIDED for field in model._meta.concrete_fields)
+    ):
         return model.objects.using(alias).bulk_create(objs)
     return copy_rows(model, objs, alias)
 
 
 def copy_rows(model: type[M], objs: list[M], alias: str) -> list[M]:
+    """`objs` written with one COPY on the PostgreSQL connection `alias` (see the module)."""
     connection = connections[alias]
     opts = model._meta
     quote = connection.ops.quote_name
