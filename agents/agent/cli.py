@@ -23,6 +23,7 @@ from agents.agent.config import (
     save_config,
 )
 from agents.agent.worker import DEFAULT_CONCURRENCY, run_worker
+from agents.agent.workspace import WorkspaceError
 
 ENV_ENROLLMENT_TOKEN = "SWITCHYARD_ENROLLMENT_TOKEN"
 
@@ -141,7 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if args.heartbeat_interval is not None:
         config.heartbeat_interval = args.heartbeat_interval
-    return run_worker(config, concurrency=args.concurrency, loglevel=args.loglevel.upper())
+    try:
+        return run_worker(config, concurrency=args.concurrency, loglevel=args.loglevel.upper())
+    except WorkspaceError as exc:
+        print(f"switchyard-agent run: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from agents.agent.client import AgentClient, CompleteReply, InvalidJobSpec, JobS
 from agents.agent.masking import mask_secrets
 from agents.agent.reporting import ReportBatcher
 from agents.agent.streaming import OutputStreamer
-from agents.agent.workspace import Workspace
+from agents.agent.workspace import WORK_DIR_ENV, Workspace
 
 logger = logging.getLogger("switchyard.agent")
 
@@ -46,7 +46,6 @@ KILL_GRACE_S = 1.0
 __all__ = ["Runner", "build_environment", "execute_job", "mask_secrets", "parse_output_file"]
 
 
-WORK_DIR_ENV = "SWITCHYARD_AGENT_WORK_DIR"
 MEMORY_FS = Path("/dev/shm")
 
 

@@ -23,22 +23,34 @@ from typing import IO
 logger = logging.getLogger("switchyard.agent")
 
 PREFIX = "switchyard-agent-"
+WORK_DIR_ENV = "SWITCHYARD_AGENT_WORK_DIR"
 LOCK_NAME = ".owner.lock"
+
+
+class WorkspaceError(Exception):
+    """The work root cannot hold this agent's directory (missing, not writable...)."""
 
 
 class Workspace:
     """A directory under `root` owned by this process until `close` (or its death)."""
 
     def __init__(self, root: str | None = None) -> None:
+        """Raises `WorkspaceError` if the directory cannot be made under `root`."""
         root_path = Path(root or tempfile.gettempdir())
         sweep_abandoned(root_path)
-        # Made under a name the sweep ignores and renamed once locked, so no other agent's
-        # sweep can ever see it unlocked.
-        making = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=root_path))
-        self._lock: IO[str] | None = open(making / LOCK_NAME, "w")  # noqa: SIM115 (held for life)
-        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.path = making.with_name(making.name[1:])
-        making.rename(self.path)
+        try:
+            # Made under a name the sweep ignores and renamed once locked, so no other agent's
+            # sweep can ever see it unlocked.
+            making = Path(tempfile.mkdtemp(prefix=f".{PREFIX}", dir=root_path))
+            self._lock: IO[str] | None = open(making / LOCK_NAME, "w")  # noqa: SIM115 (for life)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = making.with_name(making.name[1:])
+            making.rename(self.path)
+        except OSError as error:
+            raise WorkspaceError(
+                f"cannot make the agent's job directory in {root_path} "
+                f"(set {WORK_DIR_ENV} to a writable directory): {error.strerror or error}"
+            ) from error
 
     def close(self) -> None:
         """Remove the directory (with whatever jobs left in it) and release it."""

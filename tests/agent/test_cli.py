@@ -220,3 +220,16 @@ def test_run_heartbeat_interval_overrides_the_config(
     with pytest.raises(SystemExit) as exited:
         main(["run", "--config", str(path), "--heartbeat-interval", "0"])
     assert exited.value.code == 2
+
+
+def test_run_with_an_unusable_work_directory_says_so_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "agent.json"
+    save_config(AgentConfig(url="http://cp", name="a", token="t", broker_url="memory://"), path)
+    monkeypatch.setenv("SWITCHYARD_AGENT_WORK_DIR", str(tmp_path / "missing"))
+
+    assert main(["run", "--config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "cannot make the agent's job directory in" in error
+    assert "SWITCHYARD_AGENT_WORK_DIR" in error and "No such file or directory" in error
