@@ -4,7 +4,8 @@ writing JSON (default `var/bench-results.json`). Bounded: every wait has a deadl
 Scenarios: W1 chain (40 sequential `true` steps; per-step overhead = end of one job to start of
 the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), W3 burst (N three-step
 executions submitted at once: throughput, end-to-end percentiles, errors, peak RSS per process),
-and the Celery floor (a plain Celery chain of the same 40 steps on the same Redis).
+and the Celery floor (a plain Celery chain of the same 40 steps on the same Redis, run after each
+W1 run when both are measured, so the W1 ratio compares runs made under the same conditions).
 """
 
 from __future__ import annotations
@@ -136,7 +137,28 @@ def cpu_per_unit(before: dict[str, float], after: dict[str, float], units: int, 
     }
 
 
-def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dict:
+def shifted(
+    before: dict[str, float], paused: dict[str, float], resumed: dict[str, float]
+) -> dict[str, float]:
+    """`before` moved forward by what each process spent between `paused` and `resumed`, so
+    that CPU spent meanwhile (on the floor's runs) is not counted."""
+    return {
+        name: value + resumed.get(name, 0.0) - paused.get(name, 0.0)
+        for name, value in before.items()
+    }
+
+
+def scenario_chain(
+    stack: LocalStack,
+    steps: int,
+    runs: int,
+    warmup: int,
+    floor: Callable[[], float] | None = None,
+    floor_totals: list[float] | None = None,
+) -> dict:
+    """W1. With `floor`, a plain Celery chain runs after each W1 run (its durations go to
+    `floor_totals`): the host's speed drifts by a fifth within minutes, and a ratio of figures
+    measured minutes apart measured the drift as much as Switchyard."""
     status_of = execution_status_probe(stack)
     with stack.client() as client:
         client.post("/api/v1/workflows/", json={"definition": chain_definition(steps)})
@@ -159,6 +181,10 @@ def scenario_chain(stack: LocalStack, steps: int, runs: int, warmup: int) -> dic
                 (parse_time(body["finished_at"]) - parse_time(body["started_at"])).total_seconds()
             )
             walls.append(wall)
+            if floor is not None and floor_totals is not None:
+                cpu_paused = cpu_by_process(stack)
+                floor_totals.append(floor())
+                cpu_before = shifted(cpu_before, cpu_paused, cpu_by_process(stack))
         cpu_after = cpu_by_process(stack)
     cpu_per_step = cpu_per_unit(cpu_before, cpu_after, runs * steps, "step")
     return {
@@ -309,7 +335,9 @@ def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
     }
 
 
-def scenario_floor(stack: LocalStack, steps: int, runs: int) -> dict:
+def start_floor(stack: LocalStack, steps: int) -> Callable[[], float]:
+    """Start the floor's Celery worker on the stack's Redis; returns a function running one
+    plain chain of `steps` `true` subprocesses and giving its duration in seconds."""
     stack.spawn(
         "floor-worker",
         [
@@ -345,14 +373,22 @@ def scenario_floor(stack: LocalStack, steps: int, runs: int) -> dict:
 
     wait_for(lambda: app.control.ping(timeout=0.5), timeout=60, what="floor worker")
     run_chain()
-    totals = [run_chain() for _ in range(runs)]
+    return run_chain
+
+
+def floor_result(steps: int, totals: list[float]) -> dict:
     return {
         "scenario": "floor_celery_chain",
         "steps": steps,
-        "runs": runs,
+        "runs": len(totals),
         "run_s_p50": round(statistics.median(totals), 3),
         "step_ms_p50": round(statistics.median(totals) / steps * 1000, 2),
     }
+
+
+def scenario_floor(stack: LocalStack, steps: int, runs: int) -> dict:
+    run_chain = start_floor(stack, steps)
+    return floor_result(steps, [run_chain() for _ in range(runs)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,13 +436,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start(web_workers=args.web_workers)
         stack.start_agent("bench-agent", ["default"], concurrency=8)
+        floor_totals: list[float] = []
+        floor = start_floor(stack, 40) if not wanted or {"W1", "FLOOR"} <= wanted else None
         scenarios = {
-            "W1": lambda: scenario_chain(stack, 40, args.runs, warmup=2),
+            "W1": lambda: scenario_chain(
+                stack, 40, args.runs, warmup=2, floor=floor, floor_totals=floor_totals
+            ),
             "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=8),
             "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=2),
             "W3": lambda: scenario_burst(stack, args.burst),
             "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
-            "FLOOR": lambda: scenario_floor(stack, 40, args.runs),
+            "FLOOR": lambda: (
+                floor_result(40, floor_totals) if floor else scenario_floor(stack, 40, args.runs)
+            ),
         }
         for name, scenario in scenarios.items():
             if wanted and name.split("_")[0] not in wanted:
