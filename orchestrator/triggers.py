@@ -621,8 +621,9 @@ def receive_webhook(
     now: float | None = None,
 ) -> WebhookResult:
     """Handle `POST /hooks/{key}`. `body` is None when it exceeded the size limit. The order
-    is: size (413), state (409/503), signature and replay window (401), idempotency (200 with the
-    first execution), JSON (400), the trigger's `if:` (200, no run), start (201)."""
+    is: size (413), state (409/503), signature and replay window (401), idempotency by delivery
+    id, or by signature for a timestamped one without (200 with the first execution), JSON
+    (400), the trigger's `if:` (200, no run), start (201)."""
     now = time.time() if now is None else now
     secrets_ = webhook_secrets(trigger)
     forms = masked_forms(secrets_.values)
@@ -647,13 +648,24 @@ def receive_webhook(
     delivery.signature = verdict
     if verdict not in (SignatureVerdict.VALID, SignatureVerdict.NOT_REQUIRED):
         return receiver.refuse(401, reason)
-    key = delivery.idempotency_key
+    key = delivery.idempotency_key or replay_key(verdict, headers)
     if key:
         original = receiver.existing_for(key)
         if original is not None:
             return receiver.duplicate(original)
         delivery.dedup_key = key
     return receiver.start(body)
+
+
+def replay_key(verdict: str, headers: Mapping[str, str]) -> str:
+    """The de-duplication key of a signed, timestamped delivery that carries no delivery id:
+    its signature. A byte-identical copy (same timestamp, body and signature) sent again inside
+    the replay window is a replay, and gets the first delivery's answer instead of another run.
+    Without a timestamp the same body may legitimately come again later, so nothing is derived.
+    """
+    if verdict != SignatureVerdict.VALID or not header(headers, TIMESTAMP_HEADER).strip():
+        return ""
+    return "signature:" + first_header(headers, SIGNATURE_HEADERS).strip().lower()
 
 
 class RedeliveryRefused(Exception):

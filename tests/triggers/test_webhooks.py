@@ -173,6 +173,27 @@ def test_idempotency_key_returns_the_first_execution(client, webhook_trigger, he
     assert Execution.objects.count() == 2
 
 
+def test_a_timestamped_delivery_replayed_without_a_delivery_id_starts_no_second_run(
+    client, webhook_trigger
+):
+    """Inside the replay window, a byte-identical copy of a signed, timestamped delivery is a
+    replay even when the sender sends no delivery id."""
+    body = b'{"a": 1}'
+    now = int(time.time())
+    first = post_hook(client, webhook_trigger.key, body, **signed(body, timestamp=now))
+    replayed = post_hook(client, webhook_trigger.key, body, **signed(body, timestamp=now))
+    assert first.status_code == 201, first.json()
+    assert replayed.status_code == 200
+    assert replayed.json()["outcome"] == "duplicate"
+    assert replayed.json()["execution"]["id"] == first.json()["execution"]["id"]
+
+    later = post_hook(client, webhook_trigger.key, body, **signed(body, timestamp=now + 1))
+    assert later.status_code == 201, "a new timestamp is a new delivery"
+    untimed = [post_hook(client, webhook_trigger.key, body, **signed(body)) for _ in "ab"]
+    assert [r.status_code for r in untimed] == [201, 201], "no timestamp: the body may recur"
+    assert Execution.objects.count() == 4
+
+
 def test_refused_delivery_does_not_claim_its_idempotency_key(client, webhook_trigger):
     body = b"not json"
     headers = {**signed(body), "Idempotency-Key": "k1"}
