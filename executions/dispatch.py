@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
+from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -51,7 +52,8 @@ def publish_after_commit(jobs: list[tuple[str, str]]) -> None:
     beyond that finds every slot busy, and by the time one is free its agent's report has
     already pulled the oldest due job, so the doorbell only costs a publish here and a broker
     round trip there. The jobs not rung stay `pending`: reports offering a slot pull them, and
-    the sweeper publishes what is still pending after `SWITCHYARD_REPUBLISH_PENDING_AFTER`."""
+    the sweeper rings what is still pending after `SWITCHYARD_REPUBLISH_PENDING_AFTER` within
+    the same budget (see `executions.sweeper.due_jobs`)."""
     if jobs:
         on_commit_robust(partial(publish_jobs, doorbells_worth_ringing(jobs)))
 
@@ -59,15 +61,19 @@ def publish_after_commit(jobs: list[tuple[str, str]]) -> None:
 DOORBELLS_ALWAYS = 8
 
 
-def doorbells_worth_ringing(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """`jobs` (in order) without those beyond each wide queue's doorbell budget."""
+def doorbells_worth_ringing(
+    jobs: list[tuple[str, str]], *, counting_unanswered: bool = False
+) -> list[tuple[str, str]]:
+    """`jobs` (in order) without those beyond each wide queue's doorbell budget. With
+    `counting_unanswered`, doorbells already rung and not yet answered (jobs `dispatched`) use
+    up the budget too: the sweeper's view, which comes back every few seconds."""
     wide = {
         queue for queue, count in Counter(q for _, q in jobs).items() if count > DOORBELLS_ALWAYS
     }
     if not wide:
         return list(jobs)
     slots = slots_serving(wide)
-    rung: Counter[str] = Counter()
+    rung: Counter[str] = unanswered_doorbells(wide) if counting_unanswered else Counter()
     kept = []
     for job_id, queue in jobs:
         budget = slots.get(queue)
@@ -76,6 +82,17 @@ def doorbells_worth_ringing(jobs: list[tuple[str, str]]) -> list[tuple[str, str]
         rung[queue] += 1
         kept.append((job_id, queue))
     return kept
+
+
+def unanswered_doorbells(queues: set[str]) -> Counter[str]:
+    """Jobs of each queue published and not yet claimed: doorbells still in the broker."""
+    return Counter(
+        dict(
+            Job.objects.filter(status=JobStatus.DISPATCHED, queue__in=queues)
+            .values_list("queue")
+            .annotate(count=Count("id"))
+        )
+    )
 
 
 def slots_serving(queues: set[str]) -> dict[str, int | None]:

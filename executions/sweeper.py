@@ -22,7 +22,7 @@ from executions.advancing import (
     resume_due_waits,
     settle_child,
 )
-from executions.dispatch import publish_jobs
+from executions.dispatch import doorbells_worth_ringing, publish_jobs
 from executions.jobs import fail_job
 from executions.live import publish_agent_change
 from executions.models import EXECUTION_TERMINAL, Execution, ExecutionStatus, Job, JobStatus
@@ -37,7 +37,11 @@ BATCH = 500
 
 def due_jobs(now: datetime) -> list[tuple[str, str]]:
     """Jobs to (re)publish: never-published ones, retries now due, and dispatched jobs nobody
-    claimed for a long time (the broker may have lost them); duplicates are dropped by claims."""
+    claimed for a long time (the broker may have lost them); duplicates are dropped by claims.
+
+    Never-published jobs of a wide queue (a fan-out wider than its slots leaves them pending for
+    reports to pull) are rung only up to the slots serving the queue, counting the doorbells
+    still unanswered: more would find every slot busy."""
     pending_cutoff = now - timedelta(seconds=settings.SWITCHYARD_REPUBLISH_PENDING_AFTER)
     dispatched_cutoff = now - timedelta(seconds=settings.SWITCHYARD_REPUBLISH_DISPATCHED_AFTER)
     rows = list(
@@ -47,12 +51,22 @@ def due_jobs(now: datetime) -> list[tuple[str, str]]:
             | Q(status=JobStatus.PENDING, not_before__lte=now)
             | Q(status=JobStatus.DISPATCHED, dispatched_at__lte=dispatched_cutoff)
         )
-        .values_list("id", "queue", "status")[:BATCH]
+        .values_list("id", "queue", "status", "not_before")[:BATCH]
     )
-    stale = [job_id for job_id, _, status in rows if status == JobStatus.DISPATCHED]
+    stale = [job_id for job_id, _, status, _ in rows if status == JobStatus.DISPATCHED]
     if stale:
         Job.objects.filter(pk__in=stale, status=JobStatus.DISPATCHED).update(dispatched_at=now)
-    return [(str(job_id), queue) for job_id, queue, _ in rows]
+    never_rung = [
+        (str(job_id), queue)
+        for job_id, queue, status, not_before in rows
+        if status == JobStatus.PENDING and not_before is None
+    ]
+    others = [
+        (str(job_id), queue)
+        for job_id, queue, status, not_before in rows
+        if status != JobStatus.PENDING or not_before is not None
+    ]
+    return doorbells_worth_ringing(never_rung, counting_unanswered=True) + others
 
 
 def route_waiting_jobs() -> list[tuple[str, str]]:

@@ -13,8 +13,10 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.services import register_agent
+from executions.advancing import start_execution
 from executions.dispatch import DOORBELLS_ALWAYS, doorbells_worth_ringing, slots_serving
 from executions.models import Execution, Job
+from executions.sweeper import due_jobs
 from orchestrator.services import create_workflow
 from tests.api.test_agent_protocol import agent_client, complete
 
@@ -107,3 +109,48 @@ def test_a_fan_out_rings_the_slots_and_reports_pull_the_rest(
     execution.refresh_from_db()
     assert execution.status == "completed"
     broker.delete("pool.bells")
+
+
+def test_the_sweeper_rings_a_wide_queues_pending_jobs_up_to_its_free_doorbell_budget():
+    """Still pending after the republish delay: rung up to the slots, less the bells still
+    unanswered; a retry due now and a bell unanswered too long are rung whatever the budget."""
+    agent("sweep-agent", ["bells"], 10)
+    execution = start_execution(create_workflow(FAN_OUT))
+    root = Job.objects.get(execution=execution, node_id="root")
+    long_ago = timezone.now() - timedelta(seconds=settings.SWITCHYARD_REPUBLISH_PENDING_AFTER + 5)
+    children = [
+        Job(
+            execution=execution,
+            node_id=child,
+            action="shell",
+            queue="pool.bells",
+            queued_at=long_ago,
+        )
+        for child in CHILDREN
+    ]
+    Job.objects.bulk_create(children)
+    unanswered = children[:4]
+    Job.objects.filter(pk__in=[j.pk for j in unanswered]).update(
+        status="dispatched", dispatched_at=timezone.now()
+    )
+    retry = children[4]
+    Job.objects.filter(pk=retry.pk).update(not_before=timezone.now() - timedelta(seconds=1))
+    Job.objects.filter(pk=root.pk).update(status="running")
+
+    due = due_jobs(timezone.now())
+
+    never_rung = [job_id for job_id, _ in due if job_id != str(retry.pk)]
+    assert len(never_rung) == 10 - len(unanswered), "the budget less the unanswered bells"
+    assert str(retry.pk) in {job_id for job_id, _ in due}
+    assert not {str(j.pk) for j in unanswered} & {job_id for job_id, _ in due}
+
+    Job.objects.filter(pk__in=[j.pk for j in unanswered]).update(status="running")
+    Job.objects.filter(pk__in=never_rung).update(status="dispatched", dispatched_at=timezone.now())
+    assert len(due_jobs(timezone.now())) == 10 - len(never_rung) + 1, (
+        "answered bells free their budget again (the retry is still due)"
+    )
+    stale = timezone.now() - timedelta(seconds=settings.SWITCHYARD_REPUBLISH_DISPATCHED_AFTER + 5)
+    Job.objects.filter(pk__in=never_rung).update(dispatched_at=stale)
+    assert set(never_rung) <= {job_id for job_id, _ in due_jobs(timezone.now())}, (
+        "bells unanswered too long are rung again, budget or not"
+    )
