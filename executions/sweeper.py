@@ -56,16 +56,10 @@ def due_jobs(now: datetime) -> list[tuple[str, str]]:
     stale = [job_id for job_id, _, status, _ in rows if status == JobStatus.DISPATCHED]
     if stale:
         Job.objects.filter(pk__in=stale, status=JobStatus.DISPATCHED).update(dispatched_at=now)
-    never_rung = [
-        (str(job_id), queue)
-        for job_id, queue, status, not_before in rows
-        if status == JobStatus.PENDING and not_before is None
-    ]
-    others = [
-        (str(job_id), queue)
-        for job_id, queue, status, not_before in rows
-        if status != JobStatus.PENDING or not_before is not None
-    ]
+    never_rung, others = [], []
+    for job_id, queue, status, not_before in rows:
+        first_bell = status == JobStatus.PENDING and not_before is None
+        (never_rung if first_bell else others).append((str(job_id), queue))
     return doorbells_worth_ringing(never_rung, counting_unanswered=True) + others
 
 

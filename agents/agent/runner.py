@@ -31,7 +31,7 @@ from agents.agent.client import AgentClient, CompleteReply, InvalidJobSpec, JobS
 from agents.agent.masking import mask_secrets
 from agents.agent.reporting import ReportBatcher
 from agents.agent.streaming import OutputStreamer
-from agents.agent.workspace import WORK_DIR_ENV, Workspace
+from agents.agent.workspace import Workspace
 
 logger = logging.getLogger("switchyard.agent")
 
@@ -44,27 +44,6 @@ OUTPUT_FILE_LIMIT = 1024 * 1024
 KILL_GRACE_S = 1.0
 
 __all__ = ["Runner", "build_environment", "execute_job", "mask_secrets", "parse_output_file"]
-
-
-MEMORY_FS = Path("/dev/shm")
-
-
-def default_work_root(
-    environ: Mapping[str, str] = os.environ, memory_fs: Path = MEMORY_FS
-) -> str | None:
-    """Where jobs' private directories (their output file, a script's file) are made:
-    `SWITCHYARD_AGENT_WORK_DIR` if set, else the memory file system `/dev/shm` when it is a
-    writable directory, else the system's temporary directory (None).
-
-    The files are small and live for one job. On a disk file system, creating and deleting
-    them waits on the file system's journal, which a PostgreSQL on the same disk keeps busy:
-    deleting one directory took a millisecond of every job's time in the W1 benchmark."""
-    configured = environ.get(WORK_DIR_ENV)
-    if configured:
-        return configured
-    if memory_fs.is_dir() and os.access(memory_fs, os.W_OK | os.X_OK):
-        return str(memory_fs)
-    return None
 
 
 def build_environment(
@@ -187,7 +166,7 @@ class Runner:
         (default: `default_work_root()`); directories dead agents left there are removed."""
         self.slots = slots
         self.kill_grace = kill_grace
-        self.workspace = Workspace(work_root or default_work_root())
+        self.workspace = Workspace(work_root)
         self._lock = threading.Lock()
         self._jobs: dict[str, _ActiveJob] = {}
         self._handed_over: OrderedDict[str, None] = OrderedDict()

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +26,25 @@ logger = logging.getLogger("switchyard.agent")
 PREFIX = "switchyard-agent-"
 WORK_DIR_ENV = "SWITCHYARD_AGENT_WORK_DIR"
 LOCK_NAME = ".owner.lock"
+MEMORY_FS = Path("/dev/shm")
+
+
+def default_work_root(
+    environ: Mapping[str, str] = os.environ, memory_fs: Path = MEMORY_FS
+) -> str | None:
+    """Where jobs' private directories (their output file, a script's file) are made:
+    `SWITCHYARD_AGENT_WORK_DIR` if set, else the memory file system `/dev/shm` when it is a
+    writable directory, else the system's temporary directory (None).
+
+    The files are small and live for one job. On a disk file system, creating and deleting
+    them waits on the file system's journal, which a PostgreSQL on the same disk keeps busy:
+    deleting one directory took a millisecond of every job's time in the W1 benchmark."""
+    configured = environ.get(WORK_DIR_ENV)
+    if configured:
+        return configured
+    if memory_fs.is_dir() and os.access(memory_fs, os.W_OK | os.X_OK):
+        return str(memory_fs)
+    return None
 
 
 class WorkspaceError(Exception):
@@ -32,11 +52,12 @@ class WorkspaceError(Exception):
 
 
 class Workspace:
-    """A directory under `root` owned by this process until `close` (or its death)."""
+    """A directory under `root` (default: `default_work_root()`) owned by this process until
+    `close` (or its death)."""
 
     def __init__(self, root: str | None = None) -> None:
         """Raises `WorkspaceError` if the directory cannot be made under `root`."""
-        root_path = Path(root or tempfile.gettempdir())
+        root_path = Path(root or default_work_root() or tempfile.gettempdir())
         sweep_abandoned(root_path)
         try:
             # Made under a name the sweep ignores and renamed once locked, so no other agent's

@@ -12,8 +12,8 @@ import pytest
 
 from agents.agent.actions import ACTIONS, NULL_SINK, ActionResult
 from agents.agent.actions.shell import ProcessWatch, start_process
-from agents.agent.runner import Runner, default_work_root, parse_output_file
-from agents.agent.workspace import LOCK_NAME
+from agents.agent.runner import Runner, parse_output_file
+from agents.agent.workspace import LOCK_NAME, default_work_root
 
 from .helpers import make_spec, pid_alive, wait_until
 
