@@ -420,7 +420,12 @@ def _run_claimed(
         )
         report = _report(spec.lease, result, started_at, finished_at)
         if reporter is not None:
-            reply = reporter.submit(job_id, report, accept_next=runner.accepts_handover())
+            reply = reporter.submit(
+                job_id,
+                report,
+                accept_next=runner.accepts_handover(),
+                execution_id=spec.execution_id,
+            )
         elif runner.accepts_handover():
             reply = client.complete_and_take_next(job_id, report)
         else:

@@ -160,3 +160,45 @@ def test_a_report_lingers_for_the_agents_other_running_jobs(control_plane: FakeC
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(batcher.submit, "d", report(), accept_next=False).result(10)
     assert len(control_plane.calls("/api/agent/v1/reports")) == 2
+
+
+def test_reports_of_other_executions_go_out_beside_a_batch_in_flight(
+    control_plane: FakeControlPlane,
+):
+    """A second batch goes at once when it shares no execution with the one in flight; a report
+    of an execution in flight, or a third batch, waits for an answer."""
+    gates = {"a": threading.Event(), "b": threading.Event()}
+
+    def held_until_released(request: Recorded) -> tuple[int, dict]:
+        for sent in request.body["reports"]:
+            if sent["job_id"] in gates:
+                gates[sent["job_id"]].wait(10)
+        return answer_each(request)
+
+    control_plane.respond("/api/agent/v1/reports", held_until_released)
+    batcher = ReportBatcher(AgentClient(control_plane.url, "token"))
+
+    def sent() -> list[list[str]]:
+        calls = control_plane.calls("/api/agent/v1/reports")
+        return [[r["job_id"] for r in call.body["reports"]] for call in calls]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        a = pool.submit(batcher.submit, "a", report(), accept_next=True, execution_id="x")
+        wait_until(lambda: len(sent()) == 1, message="x's batch in flight")
+        b = pool.submit(batcher.submit, "b", report(), accept_next=True, execution_id="y")
+        wait_until(lambda: len(sent()) == 2, message="y's batch beside it")
+        same = pool.submit(batcher.submit, "a2", report(), accept_next=True, execution_id="x")
+        third = pool.submit(batcher.submit, "c", report(), accept_next=True, execution_id="z")
+        wait_until(lambda: batcher.waiting() == 2, message="x's and z's reports to wait")
+        assert batcher.in_flight() == 2 and len(sent()) == 2
+
+        gates["b"].set()
+        assert b.result(10).next.job_id == "next-b"
+        assert third.result(10).next.job_id == "next-c", "z goes once y's batch has landed"
+        assert not same.done(), "x's second report waits for x's first batch"
+
+        gates["a"].set()
+        assert a.result(10) and same.result(10).next.job_id == "next-a2"
+
+    assert sent() == [["a"], ["b"], ["c"], ["a2"]]
+    assert batcher.waiting() == 0 and batcher.in_flight() == 0
