@@ -500,10 +500,14 @@ class Advancer:
         execution.next_timer_at = None
         why = reason or f"execution {status}"
         cancelled = self.cancel_unclaimed_jobs(why)
-        pending = list(
-            ApprovalRequest.objects.filter(
-                execution_id=execution.pk, status=ApprovalStatus.PENDING
-            ).values_list("pk", flat=True)
+        pending = (
+            list(
+                ApprovalRequest.objects.filter(
+                    execution_id=execution.pk, status=ApprovalStatus.PENDING
+                ).values_list("pk", flat=True)
+            )
+            if any(node.type == "approval" for node in self.spec.nodes.values())
+            else []  # only approval nodes make requests
         )
         if pending:
             ApprovalRequest.objects.filter(pk__in=pending).update(
@@ -512,10 +516,14 @@ class Advancer:
             ApprovalAudit.objects.bulk_create(
                 [ApprovalAudit(request_id=pk, action="cancelled", note=why) for pk in pending]
             )
-        in_flight = set(
-            Job.objects.filter(execution_id=execution.pk, status=JobStatus.RUNNING).values_list(
-                "node_id", flat=True
+        in_flight = (
+            set(
+                Job.objects.filter(execution_id=execution.pk, status=JobStatus.RUNNING).values_list(
+                    "node_id", flat=True
+                )
             )
+            if any(state.status == NodeStatus.RUNNING for state in self.states.values())
+            else set()  # only read for running nodes
         )
         for node_id, state in list(self.states.items()):
             has_child = "child" in self.extras.get(node_id, {})

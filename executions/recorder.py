@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -13,10 +14,13 @@ from orchestrator.copy_insert import insert_rows
 
 
 class EventRecorder:
-    def __init__(self, execution_id, now: datetime | None = None) -> None:
+    def __init__(self, execution_id, now: datetime | None = None, *, deferred: bool = False):
+        """`deferred`: `flush` leaves the events pending for the caller to write with other
+        executions' (`flush_together`)."""
         self.execution_id = execution_id
         self.now = now or timezone.now()
         self.pending: list[ExecutionEvent] = []
+        self.deferred = deferred
 
     def add(
         self,
@@ -42,10 +46,24 @@ class EventRecorder:
         )
 
     def flush(self) -> None:
-        """Insert the pending events in one statement and push them live after commit."""
-        if self.pending:
-            created = insert_rows(ExecutionEvent, self.pending)
-            self.pending = []
-            publish_events_after_commit(
-                self.execution_id, [event for event in created if event.pk is not None]
-            )
+        """Insert the pending events in one statement and push them live after commit (unless
+        deferred)."""
+        if not self.deferred:
+            flush_together([self])
+
+
+def flush_together(recorders: Iterable[EventRecorder]) -> None:
+    """Insert the pending events of several recorders in one statement and push each
+    execution's live after commit."""
+    recorders = [recorder for recorder in recorders if recorder.pending]
+    if not recorders:
+        return
+    created = insert_rows(ExecutionEvent, [e for recorder in recorders for e in recorder.pending])
+    by_execution: dict[Any, list[ExecutionEvent]] = {}
+    for event in created:
+        if event.pk is not None:
+            by_execution.setdefault(event.execution_id, []).append(event)
+    for recorder in recorders:
+        recorder.pending = []
+    for execution_id, events in by_execution.items():
+        publish_events_after_commit(execution_id, events)

@@ -1,13 +1,14 @@
-"""Several final reports in one call: one transaction, one lock and one advance per execution.
+"""Several final reports in one call: one transaction, and one lock and one advance per execution.
 
 An agent whose slots finish together sends their reports in one request (see
 `agents.agent.reporting`). Each report keeps the semantics of a single one (fencing by lease,
 idempotent repeats, `accept_next` hand-over with a lease derived from the report's), but the
-reports of one execution are applied together: its row is locked once, the jobs are written in
-one statement, the graph advances once, and the slots offered get the jobs that advance made
-ready; slots still free then pull the oldest due jobs of the agent's queues in one statement.
-Under a fan-out this is what keeps N reports from queueing on the same execution lock. A single
-report (`…/jobs/{id}/complete`) is a batch of one.
+reports of one execution are applied together: its row is locked once, the graph advances once,
+and the slots offered get the jobs that advance made ready. The executions of a batch share one
+transaction: their rows are locked in one statement, the jobs' results written in one, their
+log events inserted in one. Slots still free then pull the oldest due jobs of the agent's
+queues in one statement. Under a fan-out this is what keeps N reports from queueing on the same
+execution lock. A single report (`…/jobs/{id}/complete`) is a batch of one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from executions.advancing import (
     record_claim,
     settle_jobs,
 )
-from executions.hot_path import lock_execution, lock_execution_of_job, lock_jobs, save_results
+from executions.hot_path import (
+    lock_execution_of_job,
+    lock_executions,
+    lock_jobs,
+    save_results,
+)
 from executions.jobs import (
     RESULT_STATUSES,
     JobNotFound,
@@ -41,7 +47,7 @@ from executions.jobs import (
     reported_status,
 )
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
-from executions.recorder import EventRecorder
+from executions.recorder import EventRecorder, flush_together
 
 
 @dataclass
@@ -101,66 +107,99 @@ def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
                 outcomes[index] = JobNotFound(entry.job_id)
             else:
                 by_execution.setdefault(execution_id, []).append(index)
-    for execution_id, indexes in by_execution.items():
-        apply_execution_reports(agent, execution_id, entries, indexes, outcomes)
+    if by_execution:
+        apply_reports_of_executions(agent, by_execution, entries, outcomes)
     give_free_slots_work(agent, entries, outcomes)
     return outcomes  # type: ignore[return-value]
 
 
-def apply_execution_reports(
+def apply_reports_of_executions(
     agent,
-    execution_id: uuid.UUID | None,
+    by_execution: dict[uuid.UUID | None, list[int]],
+    entries: list[BatchedReport],
+    outcomes: list[Outcome | None],
+) -> None:
+    """The reports of several executions in one transaction: their rows locked in one statement
+    (in id order, so two batches sharing executions queue instead of deadlocking), the jobs
+    locked and their results written in one statement each, then each graph advanced once.
+    The log events of them all go in one insert. The key None stands for the execution of the
+    only report's job (a batch of one: no lookup by id first)."""
+    with transaction.atomic():
+        if None in by_execution:
+            execution = lock_execution_of_job(entries[by_execution[None][0]].job_id)
+            executions = {None: execution} if execution is not None else {}
+        else:
+            executions = lock_executions(by_execution)
+        jobs = lock_jobs(
+            {
+                entries[index].job_id
+                for key, indexes in by_execution.items()
+                if key in executions
+                for index in indexes
+            }
+        )
+        settling: list[tuple[Execution, EventRecorder, list[Job], dict[int, Handover]]] = []
+        for key, indexes in by_execution.items():
+            execution = executions.get(key)
+            if execution is None:  # deleted meanwhile, with its jobs
+                for index in indexes:
+                    outcomes[index] = JobNotFound(entries[index].job_id)
+                continue
+            recorder = EventRecorder(execution.pk, deferred=True)
+            applied, offers = record_reports(
+                agent, execution, jobs, entries, indexes, outcomes, recorder
+            )
+            if applied:
+                settling.append((execution, recorder, applied, offers))
+        if not settling:
+            return
+        save_results([job for _, _, applied, _ in settling for job in applied])
+        handed_by_execution = [
+            settle_jobs(execution, applied, recorder, handoffs=offers.values())
+            for execution, recorder, applied, offers in settling
+        ]
+        flush_together([recorder for _, recorder, _, _ in settling])
+    for (execution, _, _, offers), handed in zip(settling, handed_by_execution, strict=True):
+        for index, offer in offers.items():
+            job = handed.get(offer.lease)
+            if job is not None:
+                job.execution = execution
+                outcomes[index].next_job = job  # type: ignore[union-attr]
+
+
+def record_reports(
+    agent,
+    execution: Execution,
+    jobs: dict[uuid.UUID, Job],
     entries: list[BatchedReport],
     indexes: list[int],
     outcomes: list[Outcome | None],
-) -> None:
-    """The reports of one execution, in one transaction (`execution_id` None: the execution of
-    the only report's job)."""
-    with transaction.atomic():
-        if execution_id is None:
-            execution = lock_execution_of_job(entries[indexes[0]].job_id)
-        else:
-            try:
-                execution = lock_execution(execution_id)
-            except Execution.DoesNotExist:
-                execution = None
-        if execution is None:  # deleted meanwhile, with its jobs
-            for index in indexes:
-                outcomes[index] = JobNotFound(entries[index].job_id)
-            return
-        jobs = lock_jobs({entries[i].job_id for i in indexes})
-        recorder = EventRecorder(execution.pk)
-        applied: dict[uuid.UUID, Job] = {}
-        offers: dict[int, Handover] = {}
-        for index in indexes:
-            entry = entries[index]
-            job = jobs.get(entry.job_id)
-            if job is None:
-                outcomes[index] = JobNotFound(entry.job_id)
-                continue
-            status = reported_status(job, entry.report)
-            try:
-                fresh = fence_report(agent, job, entry.report, status)
-            except ExecutionConflict as error:
-                outcomes[index] = error
-                continue
-            outcomes[index] = ReportOutcome(job, fresh)
-            if not fresh:
-                continue
-            record_result(execution, job, entry.report, status, recorder)
-            applied[job.pk] = job
-            if entry.accept_next:
-                offers[index] = Handover(agent, handover_lease(entry.report.lease))
-        if not applied:
-            return
-        save_results(list(applied.values()))
-        handed = settle_jobs(execution, list(applied.values()), recorder, handoffs=offers.values())
-        recorder.flush()
-    for index, offer in offers.items():
-        job = handed.get(offer.lease)
-        if job is not None:
-            job.execution = execution
-            outcomes[index].next_job = job  # type: ignore[union-attr]
+    recorder: EventRecorder,
+) -> tuple[list[Job], dict[int, Handover]]:
+    """Fence and record the reports of one locked execution; returns the jobs whose reports
+    applied and the slots offered for them (by entry index)."""
+    applied: dict[uuid.UUID, Job] = {}
+    offers: dict[int, Handover] = {}
+    for index in indexes:
+        entry = entries[index]
+        job = jobs.get(entry.job_id)
+        if job is None or job.execution_id != execution.pk:
+            outcomes[index] = JobNotFound(entry.job_id)
+            continue
+        status = reported_status(job, entry.report)
+        try:
+            fresh = fence_report(agent, job, entry.report, status)
+        except ExecutionConflict as error:
+            outcomes[index] = error
+            continue
+        outcomes[index] = ReportOutcome(job, fresh)
+        if not fresh:
+            continue
+        record_result(execution, job, entry.report, status, recorder)
+        applied[job.pk] = job
+        if entry.accept_next:
+            offers[index] = Handover(agent, handover_lease(entry.report.lease))
+    return list(applied.values()), offers
 
 
 def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:
@@ -222,6 +261,5 @@ def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
         for job in jobs:
             recorder = recorders.setdefault(job.execution_id, EventRecorder(job.execution_id, now))
             record_claim(recorder, job, agent)
-        for recorder in recorders.values():
-            recorder.flush()
+        flush_together(recorders.values())
     return {job.lease: job for job in jobs}

@@ -7,8 +7,10 @@ import uuid
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from agents.models import Agent
 from executions.models import Execution, ExecutionEvent, Job
 from orchestrator.services import create_workflow
 from tests.api.test_agent_protocol import agent_client, agent_token  # noqa: F401
@@ -191,6 +193,48 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(api, agent_token):  # 
         assert all(r["applied"] for r in results)
         counts[width] = len(queries.captured_queries)
     assert counts[8] == counts[2], counts
+
+
+CHAIN = {
+    "slug": "chain3",
+    "nodes": [
+        {"id": "a", "action": "shell", "with": {"command": "true"}, "on": {"success": "b"}},
+        {"id": "b", "action": "shell", "with": {"command": "true"}, "on": {"success": "c"}},
+        {"id": "c", "action": "shell", "with": {"command": "true"}},
+    ],
+}
+
+
+def test_reports_of_several_runs_share_one_transaction_and_one_lock(api, agent_token):  # noqa: F811
+    """A batch spanning runs locks them all in one statement and commits once; each further
+    run costs only its own writes (its advanced state, the job it made ready)."""
+    create_workflow(CHAIN)
+    client = agent_client(agent_token)
+    Agent.objects.update(last_heartbeat=timezone.now())  # online: its pool is not looked up
+    counts = {}
+    for width in (2, 6):
+        runs = [
+            api.post("/api/v1/workflows/chain3/execute/", {}, format="json").json()["id"]
+            for _ in range(width)
+        ]
+        first = [Job.objects.get(execution_id=run, node_id="a") for run in runs]
+        specs = [client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json() for job in first]
+        entries = [entry(s["job_id"], s["lease"], accept_next=False) for s in specs]
+        with CaptureQueriesContext(connection) as queries:
+            results = report(client, *entries).json()["results"]
+        assert all(r["applied"] for r in results)
+        statements = [q["sql"] for q in queries.captured_queries]
+        assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 1, "one transaction"
+        locks = [sql for sql in statements if 'FROM "executions_execution" e ' in sql]
+        assert len(locks) == 1 and "FOR NO KEY UPDATE" in locks[0], "one lock statement"
+        counts[width] = len(statements)
+        for run in runs:
+            assert Execution.objects.get(pk=run).nodes["a"]["status"] == "completed"
+            assert Job.objects.get(execution_id=run, node_id="b").status in (
+                "pending",
+                "dispatched",
+            )
+    assert counts[6] - counts[2] == 2 * 4, counts
 
 
 @pytest.mark.parametrize(
