@@ -12,7 +12,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -25,7 +25,7 @@ from django.utils import timezone
 from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
-from executions.hot_path import lock_execution, save_execution_state
+from executions.hot_path import lock_execution, save_execution_state, save_execution_states
 from executions.live import publish_deleted_after_commit
 from executions.models import (
     JOB_TERMINAL,
@@ -35,7 +35,7 @@ from executions.models import (
     Job,
     JobStatus,
 )
-from executions.recorder import EventRecorder
+from executions.recorder import EventRecorder, flush_together
 from executions.routing import QueueRouter
 from orchestrator.copy_insert import insert_rows
 from orchestrator.engine import (
@@ -107,6 +107,30 @@ def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = Fa
     )
 
 
+@dataclass
+class DeferredWrites:
+    """What the advances of several runs in one transaction write, made at its end in a few
+    statements (see `executions.report_batch`) instead of a few per run."""
+
+    executions: dict[uuid.UUID, Execution] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+    doorbells: list[tuple[str, str]] = field(default_factory=list)
+    recorders: list[EventRecorder] = field(default_factory=list)
+
+    def recorder(self, execution_id) -> EventRecorder:
+        """A recorder whose events wait for `write`."""
+        recorder = EventRecorder(execution_id, deferred=True)
+        self.recorders.append(recorder)
+        return recorder
+
+    def write(self) -> None:
+        save_execution_states(list(self.executions.values()))
+        if self.jobs:
+            insert_rows(Job, self.jobs)
+        publish_after_commit(self.doorbells)
+        flush_together(self.recorders)
+
+
 class Advancer:
     """Applies engine plans to one locked execution inside the caller's transaction."""
 
@@ -117,7 +141,10 @@ class Advancer:
         recorder: EventRecorder,
         *,
         handoffs: Sequence[Handover] = (),
+        writes: DeferredWrites | None = None,
     ) -> None:
+        """With `writes`, `save` leaves its writes there for the caller to make."""
+        self.writes = writes
         self.execution = execution
         self.handoffs = list(handoffs)
         self.handed_off: dict[uuid.UUID, Job] = {}
@@ -588,17 +615,23 @@ class Advancer:
             execution.status = (
                 ExecutionStatus.PAUSED if waiting_on_person else ExecutionStatus.RUNNING
             )
-        save_execution_state(execution)
+        if self.writes is None:
+            save_execution_state(execution)
+        else:
+            self.writes.executions[execution.pk] = execution
         if self.new_jobs:
             self.hand_off()
-            insert_rows(Job, self.new_jobs)
-            publish_after_commit(
-                [
-                    (str(job.id), job.queue)
-                    for job in self.new_jobs
-                    if job.status == JobStatus.PENDING and job.not_before is None and job.queue
-                ]
-            )
+            doorbells = [
+                (str(job.id), job.queue)
+                for job in self.new_jobs
+                if job.status == JobStatus.PENDING and job.not_before is None and job.queue
+            ]
+            if self.writes is None:
+                insert_rows(Job, self.new_jobs)
+                publish_after_commit(doorbells)
+            else:
+                self.writes.jobs += self.new_jobs
+                self.writes.doorbells += doorbells
             self.new_jobs = []
         self.recorder.flush()
         for callback in self.after_commit:
@@ -716,12 +749,13 @@ def settle_jobs(
     recorder: EventRecorder,
     *,
     handoffs: Sequence[Handover] = (),
+    writes: DeferredWrites | None = None,
 ) -> dict[uuid.UUID, Job]:
     """`settle_job` for several jobs of one locked execution at once: every node is resolved
-    (or its retry queued) first, then the graph advances once and is saved once. Returns the
-    jobs handed over, by the lease of the offer they went to."""
+    (or its retry queued) first, then the graph advances once and is saved once (into `writes`
+    when given). Returns the jobs handed over, by the lease of the offer they went to."""
     spec = spec_for_version(execution.version)
-    advancer = Advancer(execution, spec, recorder, handoffs=handoffs)
+    advancer = Advancer(execution, spec, recorder, handoffs=handoffs, writes=writes)
     needed = max((settle_one(advancer, job) for job in jobs), default=SKIP)
     if needed == ADVANCE:
         advancer.advance()

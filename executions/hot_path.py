@@ -146,6 +146,27 @@ def save_execution_state(execution: Execution) -> None:
         cursor.execute(execution_state_sql(connection.vendor), params)
 
 
+def save_execution_states(executions: list[Execution]) -> None:
+    """`save_execution_state` for several runs: on PostgreSQL one `UPDATE … FROM (VALUES …)`
+    (as `save_results` does for jobs), elsewhere one UPDATE per run."""
+    if len(executions) <= 1 or connection.vendor != "postgresql":
+        for execution in executions:
+            save_execution_state(execution)
+        return
+    fields = execution_state_fields()
+    params = []
+    for execution in executions:
+        params.append(key_param(Execution, execution.pk, connection))
+        params += [
+            field.get_db_prep_save(getattr(execution, field.attname), connection)
+            for field in fields
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            update_from_values_sql(Execution, EXECUTION_STATE_FIELDS, len(executions)), params
+        )
+
+
 # What a final report writes on its job.
 RESULT_FIELDS = [
     "error_kind",
@@ -188,10 +209,16 @@ def result_fields() -> list:
     return [Job._meta.get_field(name) for name in RESULT_FIELDS]
 
 
-@cache
 def save_results_sql(count: int) -> str:
-    fields = result_fields()
-    key = Job._meta.pk
+    return update_from_values_sql(Job, tuple(RESULT_FIELDS), count)
+
+
+@cache
+def update_from_values_sql(model, names: tuple[str, ...], count: int) -> str:
+    """`UPDATE <model's table> SET <names> FROM (VALUES …)` for `count` rows, each row the key
+    then the fields' values, cast to their column types."""
+    fields = [model._meta.get_field(name) for name in names]
+    key = model._meta.pk
     casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
     row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
     quote = connection.ops.quote_name
@@ -200,6 +227,6 @@ def save_results_sql(count: int) -> str:
     pk = quote(key.column)
     values = ", ".join([row] * count)
     return (
-        f"UPDATE {quote(Job._meta.db_table)} AS j SET {assignments} "
-        f"FROM (VALUES {values}) AS v({pk}, {', '.join(columns)}) WHERE j.{pk} = v.{pk}"
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "
+        f"FROM (VALUES {values}) AS v({pk}, {', '.join(columns)}) WHERE t.{pk} = v.{pk}"
     )

@@ -5,10 +5,12 @@ An agent whose slots finish together sends their reports in one request (see
 idempotent repeats, `accept_next` hand-over with a lease derived from the report's), but the
 reports of one execution are applied together: its row is locked once, the graph advances once,
 and the slots offered get the jobs that advance made ready. The executions of a batch share one
-transaction: their rows are locked in one statement, the jobs' results written in one, their
-log events inserted in one. Slots still free then pull the oldest due jobs of the agent's
-queues in one statement. Under a fan-out this is what keeps N reports from queueing on the same
-execution lock. A single report (`…/jobs/{id}/complete`) is a batch of one.
+transaction: their rows are locked in one statement, and the jobs' results, the runs' advanced
+states, the jobs they made ready and their log events are written in one statement each. Slots
+still free then pull the oldest due jobs of the agent's queues in one statement. Under a fan-out
+this is what keeps N reports from queueing on the same execution lock; under a burst of short
+runs, what keeps each report from costing a transaction. A single report
+(`…/jobs/{id}/complete`) is a batch of one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.db.models import Case, UUIDField, Value, When
 from django.utils import timezone
 
 from executions.advancing import (
+    DeferredWrites,
     ExecutionConflict,
     Handover,
     record_claim,
@@ -138,6 +141,7 @@ def apply_reports_of_executions(
                 for index in indexes
             }
         )
+        writes = DeferredWrites()
         settling: list[tuple[Execution, EventRecorder, list[Job], dict[int, Handover]]] = []
         for key, indexes in by_execution.items():
             execution = executions.get(key)
@@ -145,7 +149,7 @@ def apply_reports_of_executions(
                 for index in indexes:
                     outcomes[index] = JobNotFound(entries[index].job_id)
                 continue
-            recorder = EventRecorder(execution.pk, deferred=True)
+            recorder = writes.recorder(execution.pk)
             applied, offers = record_reports(
                 agent, execution, jobs, entries, indexes, outcomes, recorder
             )
@@ -155,10 +159,10 @@ def apply_reports_of_executions(
             return
         save_results([job for _, _, applied, _ in settling for job in applied])
         handed_by_execution = [
-            settle_jobs(execution, applied, recorder, handoffs=offers.values())
+            settle_jobs(execution, applied, recorder, handoffs=offers.values(), writes=writes)
             for execution, recorder, applied, offers in settling
         ]
-        flush_together([recorder for _, recorder, _, _ in settling])
+        writes.write()
     for (execution, _, _, offers), handed in zip(settling, handed_by_execution, strict=True):
         for index, offer in offers.items():
             job = handed.get(offer.lease)
