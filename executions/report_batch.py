@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Case, UUIDField, Value, When
 from django.utils import timezone
 
 from executions.advancing import (
@@ -30,6 +29,7 @@ from executions.advancing import (
     settle_jobs,
 )
 from executions.hot_path import (
+    claim_with_leases,
     lock_execution_of_job,
     lock_executions,
     lock_jobs,
@@ -44,7 +44,6 @@ from executions.jobs import (
     due_by,
     fence_report,
     handover_lease,
-    mark_claimed,
     prepare_claim,
     record_result,
     reported_status,
@@ -254,12 +253,7 @@ def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
         )
         if not ids:
             return {}
-        lease_of = dict(zip(ids, leases, strict=False))
-        lease = Case(
-            *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
-            output_field=UUIDField(),
-        )
-        mark_claimed(Job.objects.filter(pk__in=ids), agent, lease, now)
+        claim_with_leases(dict(zip(ids, leases, strict=False)), agent, now)
         jobs = list(claimed_jobs().filter(pk__in=ids))
         recorders: dict[uuid.UUID, EventRecorder] = {}
         for job in jobs:

@@ -174,6 +174,21 @@ from orchestrator.authentication import create_api_token, live_token
 from orchestrator.tokens import hash_token
 raw = create_api_token(get_user_model().objects.create_user("u1"), "t")
 print(live_token(hash_token(raw)).user.username)
+import uuid
+from django.utils import timezone
+from executions.hot_path import claim_with_leases, lock_executions, save_execution_states
+from executions.models import Execution
+other = start_execution(execution.workflow)
+with transaction.atomic():
+    both = lock_executions([other.pk, execution.pk])
+    for locked in both.values():
+        locked.error = f"e{locked.pk == other.pk:d}"
+    save_execution_states(list(both.values()))
+    lease = uuid.uuid4()
+    claim_with_leases({Job.objects.get(execution=other).pk: lease}, agent, timezone.now())
+print(sorted(Execution.objects.values_list("error", flat=True)))
+claimed = Job.objects.get(execution=other)
+print(claimed.status, claimed.agent.name, claimed.lease == lease)
 """
 
 
@@ -188,6 +203,8 @@ def test_the_hand_written_queries_work_on_sqlite(tmp_path):
         "a true",
         "s",
         "u1",
+        "['e0', 'e1']",
+        "running s True",
     ], output
 
 
