@@ -10,6 +10,8 @@ from collections.abc import Collection
 from functools import cache
 
 from django.db import connection
+from django.db.models import Case, UUIDField, Value, When
+from django.db.models.functions import Coalesce
 
 from executions.models import Execution, Job, JobStatus
 from orchestrator.models import Workflow, WorkflowVersion
@@ -122,9 +124,8 @@ EXECUTION_STATE_FIELDS = (
 )
 
 
-@cache
 def execution_state_fields() -> list:
-    return [Execution._meta.get_field(name) for name in EXECUTION_STATE_FIELDS]
+    return fields_named(Execution, EXECUTION_STATE_FIELDS)
 
 
 @cache
@@ -153,22 +154,11 @@ def save_execution_states(executions: list[Execution]) -> None:
         for execution in executions:
             save_execution_state(execution)
         return
-    fields = execution_state_fields()
-    params = []
-    for execution in executions:
-        params.append(key_param(Execution, execution.pk, connection))
-        params += [
-            field.get_db_prep_save(getattr(execution, field.attname), connection)
-            for field in fields
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            update_from_values_sql(Execution, EXECUTION_STATE_FIELDS, len(executions)), params
-        )
+    update_from_values(Execution, EXECUTION_STATE_FIELDS, executions)
 
 
 # What a final report writes on its job.
-RESULT_FIELDS = [
+RESULT_FIELDS = (
     "error_kind",
     "status",
     "exit_code",
@@ -180,7 +170,7 @@ RESULT_FIELDS = [
     "duration_ms",
     "finished_at",
     "assertions",
-]
+)
 
 
 def save_results(jobs: list[Job]) -> None:
@@ -193,31 +183,31 @@ def save_results(jobs: list[Job]) -> None:
         for job in jobs:
             job.save(update_fields=RESULT_FIELDS)
         return
-    fields = result_fields()
+    update_from_values(Job, RESULT_FIELDS, jobs)
+
+
+def update_from_values(model, names: tuple[str, ...], rows: list) -> None:
+    """Write the fields `names` of the instances `rows` of `model` in one
+    `UPDATE … FROM (VALUES …)` (PostgreSQL)."""
+    fields = fields_named(model, names)
     params = []
-    for job in jobs:
-        params.append(key_param(Job, job.pk, connection))
-        params += [
-            field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields
-        ]
+    for row in rows:
+        params.append(key_param(model, row.pk, connection))
+        params += [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(save_results_sql(len(jobs)), params)
+        cursor.execute(update_from_values_sql(model, names, len(rows)), params)
 
 
 @cache
-def result_fields() -> list:
-    return [Job._meta.get_field(name) for name in RESULT_FIELDS]
-
-
-def save_results_sql(count: int) -> str:
-    return update_from_values_sql(Job, tuple(RESULT_FIELDS), count)
+def fields_named(model, names: tuple[str, ...]) -> list:
+    return [model._meta.get_field(name) for name in names]
 
 
 @cache
 def update_from_values_sql(model, names: tuple[str, ...], count: int) -> str:
     """`UPDATE <model's table> SET <names> FROM (VALUES …)` for `count` rows, each row the key
     then the fields' values, cast to their column types."""
-    fields = [model._meta.get_field(name) for name in names]
+    fields = fields_named(model, names)
     key = model._meta.pk
     casts = [key.db_type(connection), *(field.db_type(connection) for field in fields)]
     row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
@@ -232,15 +222,24 @@ def update_from_values_sql(model, names: tuple[str, ...], count: int) -> str:
     )
 
 
+def mark_claimed(jobs, agent, lease, now) -> int:
+    """The claim itself: one conditional UPDATE of the given (filtered) rows. `lease` is a UUID
+    or an expression (one lease per row)."""
+    return jobs.update(
+        status=JobStatus.RUNNING,
+        agent=agent,
+        lease=lease,
+        started_at=now,
+        wait_reason="",
+        dispatched_at=Coalesce("dispatched_at", now),
+    )
+
+
 def claim_with_leases(lease_of: dict[uuid.UUID, uuid.UUID], agent, now) -> None:
-    """Claim the locked, unclaimed jobs `lease_of` names for one agent, each with its own lease:
-    on PostgreSQL one `UPDATE … FROM (VALUES (id, lease), …)`; `mark_claimed` with a CASE over
-    the ids (which took longer to build than to run) elsewhere."""
+    """`mark_claimed` for the locked, unclaimed jobs `lease_of` names, each with its own lease:
+    on PostgreSQL one `UPDATE … FROM (VALUES (id, lease), …)`, elsewhere with a CASE over the
+    ids (which took longer to build than to run)."""
     if connection.vendor != "postgresql":
-        from django.db.models import Case, UUIDField, Value, When
-
-        from executions.jobs import mark_claimed
-
         lease = Case(
             *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
             output_field=UUIDField(),

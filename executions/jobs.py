@@ -17,7 +17,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext import parse as parse_jsonpath
@@ -30,6 +29,7 @@ from executions.advancing import (
     record_claim,
     settle_job,
 )
+from executions.hot_path import mark_claimed
 from executions.live import publish_output_after_commit
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobOutputChunk, JobStatus
 from executions.recorder import EventRecorder
@@ -136,19 +136,6 @@ def claimed_jobs() -> QuerySet[Job]:
 
 def due_by(now) -> Q:
     return Q(not_before__isnull=True) | Q(not_before__lte=now)
-
-
-def mark_claimed(jobs, agent, lease, now) -> int:
-    """The claim itself: one conditional UPDATE of the given (filtered) rows. `lease` is a UUID
-    or an expression (one lease per row)."""
-    return jobs.update(
-        status=JobStatus.RUNNING,
-        agent=agent,
-        lease=lease,
-        started_at=now,
-        wait_reason="",
-        dispatched_at=Coalesce("dispatched_at", now),
-    )
 
 
 def announce_claim(job: Job, agent, now) -> Job:

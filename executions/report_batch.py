@@ -123,9 +123,9 @@ def apply_reports_of_executions(
 ) -> None:
     """The reports of several executions in one transaction: their rows locked in one statement
     (in id order, so two batches sharing executions queue instead of deadlocking), the jobs
-    locked and their results written in one statement each, then each graph advanced once.
-    The log events of them all go in one insert. The key None stands for the execution of the
-    only report's job (a batch of one: no lookup by id first)."""
+    locked in one, then each graph advanced once; the results, advanced states, new jobs and
+    log events of them all are written in one statement each. The key None stands for the
+    execution of the only report's job (a batch of one: no lookup by id first)."""
     with transaction.atomic():
         if None in by_execution:
             execution = lock_execution_of_job(entries[by_execution[None][0]].job_id)
