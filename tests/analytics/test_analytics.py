@@ -16,8 +16,9 @@ from orchestrator.services import create_workflow
 pytestmark = pytest.mark.django_db
 
 NOW = timezone.now().replace(microsecond=0)
-DAY1 = NOW - timedelta(days=2)
-DAY2 = NOW - timedelta(days=1)
+# Runs are placed hours after these, on the same UTC day whatever the time the tests run at.
+DAY1 = NOW.astimezone(UTC).replace(hour=8, minute=0, second=0) - timedelta(days=2)
+DAY2 = DAY1 + timedelta(days=1)
 
 
 def workflow(slug: str):
