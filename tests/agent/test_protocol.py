@@ -18,6 +18,7 @@ from agents.agent import __version__
 from agents.agent.actions import ActionResult
 from agents.agent.client import AgentClient, ClaimUnavailable, InvalidJobSpec, JobSpec
 from agents.agent.config import AgentConfig
+from agents.agent.reporting import ReportBatcher
 from agents.agent.runner import Runner, execute_job
 from agents.agent.worker import TASK_NAME, Heartbeat, create_app
 
@@ -468,3 +469,32 @@ def test_a_heartbeat_on_a_black_holed_connection_gives_up_within_its_interval(
     finally:
         release.set()
     assert len(control_plane.calls("/api/agent/v1/heartbeat")) == 1
+
+
+def test_a_report_goes_to_the_batcher_with_its_execution(
+    control_plane: FakeControlPlane, client: AgentClient, runner: Runner, job_id: str
+) -> None:
+    """The batcher keeps a run's reports out of a second batch in flight by the run's id, so
+    every report must carry the one its claim named."""
+    spec = _spec(job_id, "true")
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/claim", (200, spec))
+    control_plane.respond(
+        "/api/agent/v1/reports",
+        (200, {"results": [{"job_id": job_id, "status": "completed", "applied": True}]}),
+    )
+    control_plane.respond(f"/api/agent/v1/jobs/{job_id}/output", OutputCollector())
+    given: list[str | None] = []
+
+    class RecordingBatcher(ReportBatcher):
+        def submit(self, job_id, report, *, accept_next, execution_id=None):
+            given.append(execution_id)
+            return super().submit(
+                job_id, report, accept_next=accept_next, execution_id=execution_id
+            )
+
+    result = execute_job(job_id, client, runner, RecordingBatcher(client))
+
+    assert result is not None and result.status == "completed"
+    assert given == [spec["execution_id"]]
+    [sent] = control_plane.calls("/api/agent/v1/reports")
+    assert [r["job_id"] for r in sent.body["reports"]] == [job_id]
