@@ -118,9 +118,14 @@ class DeferredWrites:
     recorders: list[EventRecorder] = field(default_factory=list)
 
     def recorder(self, execution_id) -> EventRecorder:
-        """A recorder whose events wait for `write`."""
-        recorder = EventRecorder(execution_id, deferred=True)
-        self.recorders.append(recorder)
+        """A recorder whose events `write` inserts."""
+        return self.adopt(EventRecorder(execution_id))
+
+    def adopt(self, recorder: EventRecorder) -> EventRecorder:
+        """Have `write` insert `recorder`'s events (an advance given these writes does not
+        flush its recorder itself)."""
+        if not any(known is recorder for known in self.recorders):
+            self.recorders.append(recorder)
         return recorder
 
     def write(self) -> None:
@@ -633,7 +638,10 @@ class Advancer:
                 self.writes.jobs += self.new_jobs
                 self.writes.doorbells += doorbells
             self.new_jobs = []
-        self.recorder.flush()
+        if self.writes is None:
+            self.recorder.flush()
+        else:
+            self.writes.adopt(self.recorder)
         for callback in self.after_commit:
             on_commit_robust(callback)
         self.after_commit = []

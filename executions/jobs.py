@@ -124,13 +124,15 @@ def claim_job(agent, job_id, *, lease: uuid.UUID | None = None) -> Job:
     return announce_claim(job, agent, now)
 
 
+JOB_COLUMNS = tuple(field.name for field in Job._meta.concrete_fields)
+
+
 def claimed_jobs() -> QuerySet[Job]:
     """Jobs as a claim answers them: every column of the job, and of its run only the
     workflow's slug (`job_spec`). A run's node states and a workflow's definition are JSON that
     grows with the graph, and a fan-out's claims would decode them once per job."""
-    job_columns = [field.name for field in Job._meta.concrete_fields]
     return Job.objects.select_related("execution__workflow").only(
-        *job_columns, "execution__workflow", "execution__workflow__slug"
+        *JOB_COLUMNS, "execution__workflow", "execution__workflow__slug"
     )
 
 

@@ -14,13 +14,10 @@ from orchestrator.copy_insert import insert_rows
 
 
 class EventRecorder:
-    def __init__(self, execution_id, now: datetime | None = None, *, deferred: bool = False):
-        """`deferred`: `flush` leaves the events pending for the caller to write with other
-        executions' (`flush_together`)."""
+    def __init__(self, execution_id, now: datetime | None = None) -> None:
         self.execution_id = execution_id
         self.now = now or timezone.now()
         self.pending: list[ExecutionEvent] = []
-        self.deferred = deferred
 
     def add(
         self,
@@ -46,10 +43,8 @@ class EventRecorder:
         )
 
     def flush(self) -> None:
-        """Insert the pending events in one statement and push them live after commit (unless
-        deferred)."""
-        if not self.deferred:
-            flush_together([self])
+        """Insert the pending events in one statement and push them live after commit."""
+        flush_together([self])
 
 
 def flush_together(recorders: Iterable[EventRecorder]) -> None:
