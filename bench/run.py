@@ -255,10 +255,13 @@ def peak_rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
-def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
-    """W3: `count` three-step executions submitted at once through the API."""
+def scenario_burst(stack: LocalStack, count: int, workers: int = 16, batch: int = 0) -> dict:
+    """W3: `count` three-step executions submitted at once through the API: one start per
+    request from `workers` clients, or with `batch`, `batch` runs per request
+    (`execute-batch`)."""
+    slug = f"bench-burst-{batch}" if batch else "bench-burst"
     definition = {
-        "slug": "bench-burst",
+        "slug": slug,
         "nodes": [
             {"id": "a", "action": "shell", "with": {"command": "true"}, "on": {"success": "b"}},
             {"id": "b", "action": "shell", "with": {"command": "true"}, "on": {"success": "c"}},
@@ -275,25 +278,34 @@ def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
     clients = threading.local()
     opened = []
 
-    def submit(_: int) -> str | None:
-        """Start one run as a client starting many would: a kept-alive connection per thread,
-        and only the run's id in the answer (`Prefer: return=minimal`)."""
+    def submit(runs: int) -> list[str | None]:
+        """Start `runs` runs as a client starting many would: a kept-alive connection per
+        thread, and only the run's id in the answer (`Prefer: return=minimal`)."""
         if not hasattr(clients, "http"):
             clients.http = stack.client()
             opened.append(clients.http)
+        if not batch:
+            response = clients.http.post(
+                f"/api/v1/workflows/{slug}/execute/",
+                json={},
+                headers={"Prefer": "return=minimal"},
+            )
+            return [response.json()["id"] if response.status_code == 201 else None]
         response = clients.http.post(
-            "/api/v1/workflows/bench-burst/execute/",
-            json={},
-            headers={"Prefer": "return=minimal"},
+            f"/api/v1/workflows/{slug}/execute-batch/", json={"runs": [{}] * runs}
         )
-        return response.json()["id"] if response.status_code == 201 else None
+        if response.status_code != 201:
+            return [None] * runs
+        return [run["id"] for run in response.json()["results"]]
 
+    sizes = [1] * count if not batch else [min(batch, count - i) for i in range(0, count, batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for execution_id in pool.map(submit, range(count)):
-            if execution_id:
-                ids.append(execution_id)
-            else:
-                errors += 1
+        for started in pool.map(submit, sizes):
+            for execution_id in started:
+                if execution_id:
+                    ids.append(execution_id)
+                else:
+                    errors += 1
     for client in opened:
         client.close()
     submitted = time.perf_counter() - began
@@ -301,14 +313,14 @@ def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
 
         def unfinished() -> int:
             body = client.get(
-                "/api/v1/executions/?workflow=bench-burst&status=pending,running&page_size=1"
+                f"/api/v1/executions/?workflow={slug}&status=pending,running&page_size=1"
             ).json()
             return len(body["results"])
 
         wait_for(lambda: unfinished() == 0, timeout=900, what="the burst to finish", interval=0.5)
         elapsed = time.perf_counter() - began
         rows = []
-        url = "/api/v1/executions/?workflow=bench-burst&page_size=500"
+        url = f"/api/v1/executions/?workflow={slug}&page_size=500"
         while url:
             page = client.get(url).json()
             rows += page["results"]
@@ -321,7 +333,7 @@ def scenario_burst(stack: LocalStack, count: int, workers: int = 16) -> dict:
     ]
     failed = sum(1 for r in rows if r["status"] != "completed")
     return {
-        "scenario": "W3_burst",
+        "scenario": f"W3_burst_batches_of_{batch}" if batch else "W3_burst",
         "executions": len(rows),
         "submit_s": round(submitted, 2),
         "executions_per_s": round(len(rows) / elapsed, 1),
@@ -445,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=8),
             "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=2),
             "W3": lambda: scenario_burst(stack, args.burst),
+            "W3_batched": lambda: scenario_burst(stack, args.burst, workers=4, batch=100),
             "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
             "FLOOR": lambda: (
                 floor_result(40, floor_totals) if floor else scenario_floor(stack, 40, args.runs)

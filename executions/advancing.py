@@ -147,8 +147,10 @@ class Advancer:
         *,
         handoffs: Sequence[Handover] = (),
         writes: DeferredWrites | None = None,
+        router: QueueRouter | None = None,
     ) -> None:
-        """With `writes`, `save` leaves its writes there for the caller to make."""
+        """With `writes`, `save` leaves its writes there for the caller to make; a `router`
+        shared by the advances of one transaction looks online agents up once for them all."""
         self.writes = writes
         self.execution = execution
         self.handoffs = list(handoffs)
@@ -169,7 +171,7 @@ class Advancer:
                 self.extras[node_id] = extra
         self.new_jobs: list[Job] = []
         self.outputs_cache: dict[str, dict[str, Any]] | None = None
-        self.router = QueueRouter(recorder)
+        self.router = router or QueueRouter(recorder)
         self.after_commit: list = []
         self.secret_names: set[str] | None = None
 
@@ -669,6 +671,69 @@ class Advancer:
             record_claim(self.recorder, job, offer.agent, handoff=True)
 
 
+def version_to_run(workflow: Workflow, version: WorkflowVersion | None) -> WorkflowVersion:
+    """`version`, or the published one; ExecutionConflict when the workflow cannot run."""
+    if not workflow.is_active:
+        raise ExecutionConflict(f"workflow '{workflow.slug}' is inactive")
+    version = version or workflow.published_version
+    if version is None:
+        raise ExecutionConflict(f"workflow '{workflow.slug}' has no published version")
+    return version
+
+
+def new_execution(
+    workflow: Workflow,
+    version: WorkflowVersion,
+    spec: WorkflowSpec,
+    now: datetime,
+    *,
+    inputs: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    trigger: dict[str, Any],
+    user=None,
+    rerun_of: Execution | None = None,
+    parent: Execution | None = None,
+    parent_node_id: str = "",
+    deadline_s: float | None = None,
+    initial_nodes: dict[str, dict[str, Any]] | None = None,
+    idempotency_key: str = "",
+) -> Execution:
+    """An unsaved execution of `version` with its inputs coerced (DefinitionError when they
+    do not fit the workflow's inputs) and every node pending (or as `initial_nodes` says)."""
+    timeouts = [t for t in (spec.timeout, deadline_s) if t]
+    return Execution(
+        workflow=workflow,
+        version=version,
+        status=ExecutionStatus.RUNNING,
+        trigger=trigger,
+        trigger_kind=str(trigger.get("kind", "manual"))[:16],
+        inputs=coerce_inputs(spec, inputs or {}),
+        vars=spec.vars,
+        labels=labels or {},
+        nodes={
+            node_id: (initial_nodes or {}).get(node_id, {"status": "pending", "taken": []})
+            for node_id in spec.nodes
+        },
+        rerun_of=rerun_of,
+        parent=parent,
+        parent_node_id=parent_node_id,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        started_at=now,
+        deadline_at=now + timedelta(seconds=min(timeouts)) if timeouts else None,
+        idempotency_key=idempotency_key,
+    )
+
+
+def record_creation(recorder: EventRecorder, execution: Execution) -> None:
+    trigger = execution.trigger
+    recorder.add(
+        "execution.created",
+        f"execution of {execution.workflow.slug} v{execution.version.number} started by "
+        f"{trigger.get('kind')}",
+        data={"trigger": trigger, "version": execution.version.number},
+    )
+
+
 def start_execution(
     workflow: Workflow,
     *,
@@ -688,45 +753,29 @@ def start_execution(
 
     With an `idempotency_key`, a second start with the same key for the same workflow raises
     IntegrityError (unique constraint) and creates nothing."""
-    if not workflow.is_active:
-        raise ExecutionConflict(f"workflow '{workflow.slug}' is inactive")
-    version = version or workflow.published_version
-    if version is None:
-        raise ExecutionConflict(f"workflow '{workflow.slug}' has no published version")
+    version = version_to_run(workflow, version)
     spec = spec_for_version(version)
-    coerced = coerce_inputs(spec, inputs or {})
-    trigger = trigger or {"kind": "manual"}
     now = timezone.now()
-    timeouts = [t for t in (spec.timeout, deadline_s) if t]
+    execution = new_execution(
+        workflow,
+        version,
+        spec,
+        now,
+        inputs=inputs,
+        labels=labels,
+        trigger=trigger or {"kind": "manual"},
+        user=user,
+        rerun_of=rerun_of,
+        parent=parent,
+        parent_node_id=parent_node_id,
+        deadline_s=deadline_s,
+        initial_nodes=initial_nodes,
+        idempotency_key=idempotency_key,
+    )
     with transaction.atomic():
-        execution = Execution(
-            workflow=workflow,
-            version=version,
-            status=ExecutionStatus.RUNNING,
-            trigger=trigger,
-            trigger_kind=str(trigger.get("kind", "manual"))[:16],
-            inputs=coerced,
-            vars=spec.vars,
-            labels=labels or {},
-            nodes={
-                node_id: (initial_nodes or {}).get(node_id, {"status": "pending", "taken": []})
-                for node_id in spec.nodes
-            },
-            rerun_of=rerun_of,
-            parent=parent,
-            parent_node_id=parent_node_id,
-            created_by=user if getattr(user, "is_authenticated", False) else None,
-            started_at=now,
-            deadline_at=now + timedelta(seconds=min(timeouts)) if timeouts else None,
-            idempotency_key=idempotency_key,
-        )
         execution.save(force_insert=True)
         recorder = EventRecorder(execution.pk, now)
-        recorder.add(
-            "execution.created",
-            f"execution of {workflow.slug} v{version.number} started by {trigger.get('kind')}",
-            data={"trigger": trigger, "version": version.number},
-        )
+        record_creation(recorder, execution)
         Advancer(execution, spec, recorder).advance()
     return execution
 

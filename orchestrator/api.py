@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from django.db import IntegrityError
 from django.db.models import ProtectedError
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions.advancing import ExecutionConflict, start_execution
+from executions.batch_start import RunRequest, start_executions
 from executions.models import Execution
 from executions.serializers import ExecutionDetailSerializer, execution_detail_data
 from orchestrator.api_errors import Conflict, definition_error_response
@@ -22,7 +24,10 @@ from orchestrator.models import Workflow, WorkflowVersion
 from orchestrator.roles import OPERATE_POST, read_write
 from orchestrator.schema import error_responses
 from orchestrator.serializers import (
+    MAX_RUNS_PER_BATCH,
     DefinitionRequestSerializer,
+    ExecuteBatchRequestSerializer,
+    ExecuteBatchResponseSerializer,
     ExecuteRequestSerializer,
     PublishRequestSerializer,
     ValidationResultSerializer,
@@ -304,19 +309,8 @@ class ExecuteView(APIView):
         serializer = ExecuteRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        version = None
-        if "version" in data:
-            version = WorkflowVersion.objects.filter(
-                workflow=workflow, number=data["version"]
-            ).first()
-            if version is None:
-                raise NotFound("No such version.")
-        channel = request.headers.get("X-Switchyard-Channel", "api")
-        trigger = {
-            "kind": "manual",
-            "user": request.user.username,
-            "channel": channel if channel in ("api", "cli", "ui") else "api",
-        }
+        version = requested_version(workflow, data)
+        trigger = manual_trigger(request)
         key = idempotency_key(request)
         if key and (earlier := earlier_start(workflow, key)) is not None:
             return started_response(request, earlier, status.HTTP_200_OK)
@@ -340,6 +334,106 @@ class ExecuteView(APIView):
                 raise
             return started_response(request, earlier, status.HTTP_200_OK)
         return started_response(request, execution, status.HTTP_201_CREATED)
+
+
+class ExecuteBatchView(APIView):
+    role_rules = OPERATE_POST
+
+    @extend_schema(
+        operation_id="workflows_execute_batch",
+        summary="Start many executions",
+        description=(
+            f"Starts one execution per item of `runs` (1 to {MAX_RUNS_PER_BATCH}), each with "
+            "its own inputs, labels and optional idempotency key, all or none: one invalid "
+            "item answers 400 naming it (`runs[3].inputs.host`) and starts nothing. Answers, "
+            "in order, each run's id, status and creation time. A run whose idempotency key "
+            "an earlier start of the workflow used is not started again (`created: false`), "
+            "so a client may retry the whole batch after a lost response. 201 when any run "
+            "was started, 200 when all were started before."
+        ),
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter(
+                "X-Switchyard-Channel",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                enum=["api", "cli", "ui"],
+                description="Where the request comes from, recorded in the trigger (default api).",
+            ),
+        ],
+        request=ExecuteBatchRequestSerializer,
+        responses={
+            201: ExecuteBatchResponseSerializer,
+            200: OpenApiResponse(
+                ExecuteBatchResponseSerializer,
+                description="Every run was started earlier with the same idempotency key.",
+            ),
+            **error_responses(
+                400,
+                401,
+                404,
+                409,
+                e404="No such workflow or version.",
+                e409="The workflow is inactive or has no published version.",
+            ),
+        },
+    )
+    def post(self, request, slug: str):
+        workflow = get_workflow(slug)
+        serializer = ExecuteBatchRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        version = requested_version(workflow, data)
+        runs = [RunRequest(**run) for run in data["runs"]]
+        start = partial(
+            start_executions,
+            workflow,
+            runs,
+            trigger=manual_trigger(request),
+            user=request.user,
+            version=version,
+        )
+        try:
+            try:
+                started = start()
+            except IntegrityError:
+                started = start()  # another start took a key meanwhile: answer with its run
+        except ExecutionConflict as error:
+            raise Conflict(str(error)) from error
+        except DefinitionError as error:
+            raise with_prefix(error, "") from error
+        results = [
+            {
+                "id": str(run.id),
+                "workflow": workflow.slug,
+                "status": run.status,
+                "created_at": run.created_at,
+                "created": run.created,
+            }
+            for run in started
+        ]
+        code = status.HTTP_201_CREATED if any(r.created for r in started) else status.HTTP_200_OK
+        return Response({"results": results}, status=code)
+
+
+def requested_version(workflow: Workflow, data: dict) -> WorkflowVersion | None:
+    """The version a start names (None for the published one); 404 when there is none."""
+    if "version" not in data:
+        return None
+    version = WorkflowVersion.objects.filter(workflow=workflow, number=data["version"]).first()
+    if version is None:
+        raise NotFound("No such version.")
+    return version
+
+
+def manual_trigger(request) -> dict[str, str]:
+    channel = request.headers.get("X-Switchyard-Channel", "api")
+    return {
+        "kind": "manual",
+        "user": request.user.username,
+        "channel": channel if channel in ("api", "cli", "ui") else "api",
+    }
 
 
 def prefers_minimal(request) -> bool:

@@ -92,6 +92,61 @@ class ExecuteRequestSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False)
 
 
+class BatchRunSerializer(serializers.Serializer):
+    inputs = serializers.DictField(required=False, default=dict)
+    labels = LabelsField(required=False, default=dict)
+    idempotency_key = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=200,
+        trim_whitespace=False,
+        help_text=(
+            "A run whose key an earlier start of the workflow used is not started again; its "
+            "answer is that run."
+        ),
+    )
+
+    def validate_idempotency_key(self, key: str) -> str:
+        if key and not key.isprintable():
+            raise serializers.ValidationError("must be printable characters")
+        return key
+
+
+MAX_RUNS_PER_BATCH = 1000
+
+
+class ExecuteBatchRequestSerializer(serializers.Serializer):
+    runs = BatchRunSerializer(many=True, allow_empty=False, max_length=MAX_RUNS_PER_BATCH)
+    version = serializers.IntegerField(min_value=1, required=False)
+
+    def validate_runs(self, runs: list[dict]) -> list[dict]:
+        first_with: dict[str, int] = {}
+        errors: list[dict] = [{} for _ in runs]
+        for index, run in enumerate(runs):
+            key = run["idempotency_key"]
+            if key and key in first_with:
+                errors[index] = {"idempotency_key": [f"repeats the key of runs[{first_with[key]}]"]}
+            first_with.setdefault(key, index)
+        if any(errors):
+            raise serializers.ValidationError(errors)
+        return runs
+
+
+class StartedRunSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    workflow = serializers.CharField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    created = serializers.BooleanField(
+        help_text="False when an earlier start with the same idempotency key made this run."
+    )
+
+
+class ExecuteBatchResponseSerializer(serializers.Serializer):
+    results = StartedRunSerializer(many=True)
+
+
 @extend_schema_serializer(component_name="WorkflowUpdate")
 class WorkflowPatchSerializer(serializers.Serializer):
     is_active = serializers.BooleanField(required=False)

@@ -27,6 +27,7 @@ api_v1 = [
     path("workflows/<slug:slug>/versions/", workflow_api.VersionListView.as_view()),
     path("workflows/<slug:slug>/publish/", workflow_api.PublishView.as_view()),
     path("workflows/<slug:slug>/execute/", workflow_api.ExecuteView.as_view()),
+    path("workflows/<slug:slug>/execute-batch/", workflow_api.ExecuteBatchView.as_view()),
     path("workflows/<slug:slug>/triggers/", triggers_api.TriggerListView.as_view()),
     path(
         "workflows/<slug:slug>/triggers/<int:trigger_id>/regenerate-key/",

@@ -38,6 +38,7 @@ API = {
     ("api/v1/workflows/<slug:slug>/versions/", "POST"): OP,
     ("api/v1/workflows/<slug:slug>/publish/", "POST"): OP,
     ("api/v1/workflows/<slug:slug>/execute/", "POST"): OP,
+    ("api/v1/workflows/<slug:slug>/execute-batch/", "POST"): OP,
     ("api/v1/workflows/<slug:slug>/triggers/", "GET"): OP,
     ("api/v1/workflows/<slug:slug>/triggers/<int:trigger_id>/regenerate-key/", "POST"): OP,
     ("api/v1/workflows/<slug:slug>/triggers/<int:trigger_id>/deliveries/", "GET"): R,
