@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Case, UUIDField, Value, When
 from django.db.models.functions import Coalesce
 
-from executions.models import Execution, Job, JobStatus
+from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
 from orchestrator.models import Workflow, WorkflowVersion
 from orchestrator.row_loading import ModelColumns, key_param
 
@@ -236,28 +236,57 @@ def mark_claimed(jobs, agent, lease, now) -> int:
 
 
 def claim_with_leases(lease_of: dict[uuid.UUID, uuid.UUID], agent, now) -> None:
-    """`mark_claimed` for the locked, unclaimed jobs `lease_of` names, each with its own lease:
-    on PostgreSQL one `UPDATE … FROM (VALUES (id, lease), …)`, elsewhere with a CASE over the
-    ids (which took longer to build than to run)."""
-    if connection.vendor != "postgresql":
-        lease = Case(
-            *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
-            output_field=UUIDField(),
-        )
-        mark_claimed(Job.objects.filter(pk__in=list(lease_of)), agent, lease, now)
-        return
-    params: list = [str(JobStatus.RUNNING), agent.pk, now, now]
-    for job_id, lease in lease_of.items():
-        params += [job_id, lease]
+    """`mark_claimed` for the locked, unclaimed jobs `lease_of` names, each with its own lease,
+    with a CASE over the ids: the pull where there is no `pull_due_jobs` (SQLite)."""
+    lease = Case(
+        *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
+        output_field=UUIDField(),
+    )
+    mark_claimed(Job.objects.filter(pk__in=list(lease_of)), agent, lease, now)
+
+
+def pull_due_jobs(agent, leases: list[uuid.UUID], now) -> list[Job]:
+    """PostgreSQL's pull, in one statement: lock up to `len(leases)` of the oldest due,
+    unclaimed jobs of the agent's queues (skipping rows another pull holds), claim them with
+    the leases in that order, and return them as `claimed_jobs` loads them (with their run's
+    workflow slug). Three statements before: the locking SELECT, the claim and the re-read,
+    each compiled by the ORM."""
+    queues = agent.queues
+    params: list = [*map(str, JOB_UNCLAIMED), *queues, now, len(leases)]
+    params += [str(JobStatus.RUNNING), agent.pk, now, now]
+    for number, lease in enumerate(leases, start=1):
+        params += [number, lease]
     with connection.cursor() as cursor:
-        cursor.execute(claim_with_leases_sql(len(lease_of)), params)
+        cursor.execute(pull_due_jobs_sql(len(queues), len(leases)), params)
+        rows = cursor.fetchall()
+    jobs = []
+    width = len(JOB)
+    for row in rows:
+        job = JOB.load(row, 0, connection)
+        workflow = Workflow.from_db(connection.alias, ["id", "slug"], row[width : width + 2])
+        job.execution = Execution.from_db(
+            connection.alias, ["id", "workflow_id"], [job.execution_id, workflow.pk]
+        )
+        job.execution.workflow = workflow
+        jobs.append(job)
+    return jobs
 
 
 @cache
-def claim_with_leases_sql(count: int) -> str:
-    values = ", ".join(["(%s::uuid, %s::uuid)"] * count)
+def pull_due_jobs_sql(queues: int, leases: int) -> str:
+    unclaimed = ", ".join(["%s"] * len(JOB_UNCLAIMED))
+    queue_keys = ", ".join(["%s"] * queues)
+    numbered_leases = ", ".join(["(%s::int, %s::uuid)"] * leases)
     return (
+        "WITH picked AS ("
+        f"SELECT j.id, j.queued_at FROM {JOB.table} WHERE j.status IN ({unclaimed}) "
+        f"AND j.queue IN ({queue_keys}) AND (j.not_before IS NULL OR j.not_before <= %s) "
+        "ORDER BY j.queued_at LIMIT %s FOR UPDATE OF j SKIP LOCKED), "
+        "numbered AS (SELECT id, row_number() OVER (ORDER BY queued_at) AS n FROM picked) "
         f"UPDATE {JOB.table} SET status = %s, agent_id = %s, lease = v.lease, started_at = %s, "
         "wait_reason = '', dispatched_at = COALESCE(j.dispatched_at, %s) "
-        f"FROM (VALUES {values}) AS v(id, lease) WHERE j.id = v.id"
+        f"FROM numbered p JOIN (VALUES {numbered_leases}) AS v(n, lease) ON v.n = p.n, "
+        f"{EXECUTION.table}, {WORKFLOW.table} "
+        "WHERE j.id = p.id AND e.id = j.execution_id AND w.id = e.workflow_id "
+        f"RETURNING {JOB.sql}, w.id, w.slug"
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from executions.advancing import (
@@ -33,6 +33,7 @@ from executions.hot_path import (
     lock_execution_of_job,
     lock_executions,
     lock_jobs,
+    pull_due_jobs,
     save_results,
 )
 from executions.jobs import (
@@ -244,20 +245,28 @@ def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
     messages no-ops."""
     now = timezone.now()
     with transaction.atomic():
-        ids = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
-            .filter(due_by(now))
-            .order_by("queued_at")
-            .values_list("pk", flat=True)[: len(leases)]
-        )
-        if not ids:
-            return {}
-        claim_with_leases(dict(zip(ids, leases, strict=False)), agent, now)
-        jobs = list(claimed_jobs().filter(pk__in=ids))
+        if connection.vendor == "postgresql":
+            jobs = pull_due_jobs(agent, leases, now)
+        else:
+            jobs = pull_due_jobs_elsewhere(agent, leases, now)
         recorders: dict[uuid.UUID, EventRecorder] = {}
         for job in jobs:
             recorder = recorders.setdefault(job.execution_id, EventRecorder(job.execution_id, now))
             record_claim(recorder, job, agent)
         flush_together(recorders.values())
     return {job.lease: job for job in jobs}
+
+
+def pull_due_jobs_elsewhere(agent, leases: list[uuid.UUID], now) -> list[Job]:
+    """`pull_due_jobs` in three statements, for SQLite (which has no row locks to skip)."""
+    ids = list(
+        Job.objects.select_for_update(skip_locked=True)
+        .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
+        .filter(due_by(now))
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[: len(leases)]
+    )
+    if not ids:
+        return []
+    claim_with_leases(dict(zip(ids, leases, strict=False)), agent, now)
+    return list(claimed_jobs().filter(pk__in=ids))

@@ -145,6 +145,65 @@ def test_the_locks_are_really_taken():
         other.close()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_pull_claims_the_oldest_due_unlocked_jobs_of_the_agents_queues_in_one_statement():
+    """`pull_due_jobs`: oldest first, each with its lease in order; a job not yet due, one of
+    another queue, one already claimed and one another transaction holds are left alone; the
+    jobs come back as `claimed_jobs` loads them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.hot_path import pull_due_jobs
+    from executions.jobs import claimed_jobs, job_spec
+
+    workflow = create_workflow(CHAIN)
+    runs = [start_execution(workflow) for _ in range(6)]
+    jobs = [Job.objects.get(execution=run, node_id="a") for run in runs]
+    base = timezone.now() - timedelta(minutes=1)
+    for age, job in enumerate(jobs):
+        Job.objects.filter(pk=job.pk).update(queued_at=base + timedelta(seconds=age))
+    held, later, elsewhere, taken, first, second = jobs
+    Job.objects.filter(pk=later.pk).update(not_before=timezone.now() + timedelta(hours=1))
+    Job.objects.filter(pk=elsewhere.pk).update(queue="pool.other")
+    Job.objects.filter(pk=taken.pk).update(status="running")
+    agent, _ = register_agent(enrollment_token=None, name="puller", pools=["default"], labels={})
+    leases = [uuid.uuid4() for _ in range(3)]
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+    )
+    try:
+        other.execute("SELECT 1 FROM executions_job WHERE id = %s FOR UPDATE", [held.pk])
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+            pulled = pull_due_jobs(agent, leases, timezone.now())
+        other.rollback()
+    finally:
+        other.close()
+
+    assert len(queries.captured_queries) == 1
+    assert [(job.pk, job.lease) for job in pulled] == [
+        (first.pk, leases[0]),
+        (second.pk, leases[1]),
+    ]
+    for job in pulled:
+        expected = claimed_jobs().get(pk=job.pk)
+        assert field_values(job) == field_values(expected)
+        assert (job.status, job.agent_id, job.wait_reason) == ("running", agent.pk, "")
+        assert job.started_at is not None and job.dispatched_at is not None
+        assert {"nodes", "inputs", "vars", "outputs"} <= job.execution.get_deferred_fields()
+        with CaptureQueriesContext(connection) as reading:
+            spec = job_spec(job)
+        assert reading.captured_queries == []
+        assert spec["workflow"] == "hot" and spec["lease"] == str(job.lease)
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert {statuses[job.pk] for job in (held, later, elsewhere)} <= {"pending", "dispatched"}
+    assert pull_due_jobs(agent, leases, timezone.now()) == [held], "the held job once free"
+
+
 SQLITE_PROBE = """
 import django
 django.setup()

@@ -1,4 +1,5 @@
-"""`insert_rows`: many rows through COPY on PostgreSQL, the same rows `bulk_create` would write."""
+"""`insert_rows`: many rows through COPY on PostgreSQL, a few through one hand-built INSERT, the
+same rows `bulk_create` would write."""
 
 from __future__ import annotations
 
@@ -73,21 +74,37 @@ def test_many_rows_go_through_copy_and_read_back_as_written():
         assert field_values(stored[event.pk]) == field_values(event)
 
 
-def test_jobs_with_json_nulls_lists_and_times_read_back_as_written():
+def test_few_rows_go_in_one_insert_and_read_back_as_written():
     execution = start_execution(create_workflow(WORKFLOW))
-    made = jobs(execution, 35)
+    made = events(execution, 5)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        created = insert_rows(ExecutionEvent, made)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    ids = [event.pk for event in created]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert not any(event._state.adding for event in created)
+    stored = {e.pk: e for e in ExecutionEvent.objects.filter(pk__in=ids)}
+    for event in created:
+        assert field_values(stored[event.pk]) == field_values(event)
+
+
+@pytest.mark.parametrize("count", [4, 35])
+def test_jobs_with_json_nulls_lists_and_times_read_back_as_written(count):
+    execution = start_execution(create_workflow(WORKFLOW))
+    made = jobs(execution, count)
     with transaction.atomic():
         insert_rows(Job, made)
     stored = {j.pk: j for j in Job.objects.filter(pk__in=[j.pk for j in made])}
-    assert len(stored) == 35
+    assert len(stored) == count
     for job in made:
         assert field_values(stored[job.pk]) == field_values(job)
     assert Job.objects.filter(pk=made[0].pk, http__isnull=True).exists()
 
 
-def test_values_of_other_types_are_converted_as_bulk_create_would():
+@pytest.mark.parametrize("count", [2, 33])
+def test_values_of_other_types_are_converted_as_bulk_create_would(count):
     execution = start_execution(create_workflow(WORKFLOW))
-    made = jobs(execution, 33)
+    made = jobs(execution, count)
     made[0].timeout_s = 2  # an int for a float column
     made[0].error = lazy(lambda: "translated later", str)()
     made[0].stdout = SafeString("<b>kept</b>")
@@ -118,9 +135,10 @@ def test_few_rows_and_models_with_database_defaults_use_bulk_create():
     assert Execution.objects.filter(pk__in=[r.pk for r in runs]).count() == 40
 
 
-def test_a_failing_copy_raises_the_database_error_django_callers_catch_and_leaves_nothing():
+@pytest.mark.parametrize("count", [3, 40])
+def test_a_failing_insert_raises_the_database_error_django_callers_catch_and_leaves_nothing(count):
     execution = start_execution(create_workflow(WORKFLOW))
-    made = jobs(execution, 40)
+    made = jobs(execution, count)
     made[-1].pk = made[0].pk
     with pytest.raises(IntegrityError), transaction.atomic():
         insert_rows(Job, made)
