@@ -489,12 +489,91 @@ def cmd_run(api: Api, args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     }
     if args.version:
         body["version"] = args.version
+    if args.each:
+        return run_each(api, args, body, out)
     execution = api.post(
         f"/api/v1/workflows/{args.slug}/execute/",
         body,
         headers={"Idempotency-Key": f"cli-{uuid.uuid4()}"},
     )
     return follow_or_print(api, execution, args, out, err)
+
+
+RUNS_PER_REQUEST = 1000
+RUN_INDEX = re.compile(r"^runs\[(\d+)\]")
+
+
+def run_each(api: Api, args: argparse.Namespace, common: dict[str, Any], out: TextIO) -> int:
+    """One run per line of `--each` (a JSON object of inputs over the `--input` values),
+    started up to 1,000 per request (`execute-batch`). Every run carries its own idempotency
+    key, so a request whose answer was lost is repeated without starting anything twice."""
+    if args.follow:
+        raise CliError("--follow follows one run; it cannot be used with --each")
+    each = read_each(args.each)
+    prefix = f"cli-{uuid.uuid4()}"
+    results: list[dict[str, Any]] = []
+    for first in range(0, len(each), RUNS_PER_REQUEST):
+        chunk = each[first : first + RUNS_PER_REQUEST]
+        runs = [
+            {
+                "inputs": common["inputs"] | inputs,
+                "labels": common["labels"],
+                "idempotency_key": f"{prefix}-{first + offset}",
+            }
+            for offset, (_, inputs) in enumerate(chunk)
+        ]
+        body = {"runs": runs} | ({"version": common["version"]} if "version" in common else {})
+        try:
+            response = api.request(
+                "POST",
+                f"/api/v1/workflows/{args.slug}/execute-batch/",
+                json_body=body,
+                retry_lost_connection=True,
+            )
+        except CliError as error:
+            error.details = [with_line_numbers(detail, chunk) for detail in error.details]
+            if results:
+                error.args = (f"{error} (after starting {len(results)} of {len(each)} runs)",)
+            raise
+        results += response.json()["results"]
+    if args.json:
+        emit_json({"results": results}, out)
+        return EXIT_OK
+    for run in results:
+        out.write(f"execution {run['id']} of {run['workflow']} started ({run['status']})\n")
+    return EXIT_OK
+
+
+def with_line_numbers(detail: str, chunk: list[tuple[int, dict[str, Any]]]) -> str:
+    """A server's `runs[i]…` problem as the `--each` line it came from (`line 7…`)."""
+    found = RUN_INDEX.match(detail)
+    if found is None or int(found[1]) >= len(chunk):
+        return detail
+    rest = detail[found.end() :]
+    return f"line {chunk[int(found[1])][0]}" + (rest if rest.startswith(":") else f": {rest[1:]}")
+
+
+def read_each(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """JSON Lines, one object of inputs per non-blank line (`-` reads standard input), as
+    (line number, inputs) pairs."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise CliError(f"--each {path}: {error.strerror or error}") from error
+    each = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            inputs = json.loads(line)
+        except ValueError as error:
+            raise CliError(f"--each {path}, line {number}: not JSON: {error}") from error
+        if not isinstance(inputs, dict):
+            raise CliError(f"--each {path}, line {number}: expected an object of inputs")
+        each.append((number, inputs))
+    if not each:
+        raise CliError(f"--each {path}: no runs (one JSON object of inputs per line)")
+    return each
 
 
 def cmd_executions_list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
@@ -711,6 +790,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--version", type=int, dest="version", help="run this version")
     run.add_argument(
         "-f", "--follow", action="store_true", help="follow until it ends; exit 1 unless completed"
+    )
+    run.add_argument(
+        "--each",
+        metavar="FILE",
+        help=(
+            "start one run per line of FILE (JSON Lines, '-' for stdin): each line an object of "
+            "inputs over the --input values; up to 1,000 runs per request"
+        ),
     )
 
     executions = commands.add_parser("executions", parents=[common], help="executions")

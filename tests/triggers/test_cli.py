@@ -171,6 +171,69 @@ def test_run_errors_carry_field_paths(cli, tmp_path):
     assert "expected key=value" in err
 
 
+def test_run_each_starts_one_run_per_line_in_batches(cli, tmp_path, admin_user, monkeypatch):
+    import orchestrator.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "RUNS_PER_REQUEST", 2)
+    (tmp_path / "gated.yaml").write_text(GATED)
+    cli("apply", "-f", str(tmp_path / "gated.yaml"))
+    services = ["web", "db", "cache", "queue", "search"]
+    lines = [json.dumps({"service": name}) for name in services]
+    lines[1] = json.dumps({"service": "db", "replicas": 5})
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]))
+
+    code, out, err = cli(
+        "run",
+        "gated",
+        "--each",
+        str(tmp_path / "runs.jsonl"),
+        "--input",
+        "replicas=2",
+        "--label",
+        "team=sre",
+    )
+
+    assert code == 0, err
+    started = [line.split()[1] for line in out.splitlines()]
+    assert len(started) == 5
+    by_id = {str(e.pk): e for e in Execution.objects.all()}
+    runs = [by_id[execution_id] for execution_id in started]
+    assert [run.inputs for run in runs] == [
+        {"service": "web", "replicas": 2},
+        {"service": "db", "replicas": 5},
+        {"service": "cache", "replicas": 2},
+        {"service": "queue", "replicas": 2},
+        {"service": "search", "replicas": 2},
+    ]
+    assert {run.labels["team"] for run in runs} == {"sre"}
+    assert {run.trigger["channel"] for run in runs} == {"cli"}
+    assert len({run.idempotency_key for run in runs}) == 5
+
+
+def test_run_each_names_the_line_of_a_bad_run_and_starts_none(cli, tmp_path):
+    (tmp_path / "gated.yaml").write_text(GATED)
+    cli("apply", "-f", str(tmp_path / "gated.yaml"))
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text('{"service": "web"}\n\n{"replicas": "many"}\n')
+    code, _, err = cli("run", "gated", "--each", str(runs))
+    assert code == 2
+    assert "line 3: inputs.service: required" in err
+    assert "line 3: inputs.replicas" in err
+    assert not Execution.objects.exists()
+
+    runs.write_text('{"service": "web"}\n["db"]\n')
+    code, _, err = cli("run", "gated", "--each", str(runs))
+    assert code == 2 and "line 2: expected an object of inputs" in err
+    runs.write_text('{"service": "web"\n')
+    code, _, err = cli("run", "gated", "--each", str(runs))
+    assert code == 2 and "line 1: not JSON" in err
+    code, _, err = cli("run", "gated", "--each", str(runs), "--follow")
+    assert code == 2 and "cannot be used with --each" in err
+    code, _, err = cli("run", "gated", "--each", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl" in err
+    assert not Execution.objects.exists()
+
+
 def test_executions_and_approvals_commands(cli, tmp_path):
     (tmp_path / "gated.yaml").write_text(GATED)
     cli("apply", "-f", str(tmp_path / "gated.yaml"))
