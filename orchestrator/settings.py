@@ -129,6 +129,12 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # 5 s read timeout by default, which races those pops and drops idle live connections. Reads
 # get a timeout well above the pop's.
 CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
+
+# Messages a live channel may hold before the layer drops them: per web process in Redis
+# (a group message to a process's watchers is one entry) and per watcher in the process.
+# channels_redis's default of 100 lost messages of a 120-event run to a crowd of 200 watchers
+# whose process fell two seconds behind; entries expire after a minute whatever the number.
+SWITCHYARD_LIVE_CAPACITY = int(os.environ.get("SWITCHYARD_LIVE_CAPACITY", "2000"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -139,7 +145,8 @@ CHANNEL_LAYERS = {
                     "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S,
                     "socket_connect_timeout": 5,
                 }
-            ]
+            ],
+            "capacity": SWITCHYARD_LIVE_CAPACITY,
         },
     }
 }
