@@ -252,6 +252,24 @@ class PublishView(APIView):
         return Response(WorkflowDetailSerializer(get_workflow(slug)).data)
 
 
+CHANNEL_HEADER = OpenApiParameter(
+    "X-Switchyard-Channel",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    enum=["api", "cli", "ui"],
+    description="Where the request comes from, recorded in the trigger (default api).",
+)
+START_ERRORS = error_responses(
+    400,
+    401,
+    404,
+    409,
+    e404="No such workflow or version.",
+    e409="The workflow is inactive or has no published version.",
+)
+
+
 class ExecuteView(APIView):
     role_rules = OPERATE_POST
 
@@ -267,14 +285,7 @@ class ExecuteView(APIView):
         ),
         tags=TAGS,
         parameters=[
-            OpenApiParameter(
-                "X-Switchyard-Channel",
-                str,
-                OpenApiParameter.HEADER,
-                required=False,
-                enum=["api", "cli", "ui"],
-                description="Where the request comes from, recorded in the trigger (default api).",
-            ),
+            CHANNEL_HEADER,
             OpenApiParameter(
                 "Idempotency-Key",
                 str,
@@ -294,14 +305,7 @@ class ExecuteView(APIView):
                 ExecutionDetailSerializer,
                 description="The run an earlier start with the same Idempotency-Key created.",
             ),
-            **error_responses(
-                400,
-                401,
-                404,
-                409,
-                e404="No such workflow or version.",
-                e409="The workflow is inactive or has no published version.",
-            ),
+            **START_ERRORS,
         },
     )
     def post(self, request, slug: str):
@@ -353,14 +357,7 @@ class ExecuteBatchView(APIView):
         ),
         tags=TAGS,
         parameters=[
-            OpenApiParameter(
-                "X-Switchyard-Channel",
-                str,
-                OpenApiParameter.HEADER,
-                required=False,
-                enum=["api", "cli", "ui"],
-                description="Where the request comes from, recorded in the trigger (default api).",
-            ),
+            CHANNEL_HEADER,
         ],
         request=ExecuteBatchRequestSerializer,
         responses={
@@ -369,14 +366,7 @@ class ExecuteBatchView(APIView):
                 ExecuteBatchResponseSerializer,
                 description="Every run was started earlier with the same idempotency key.",
             ),
-            **error_responses(
-                400,
-                401,
-                404,
-                409,
-                e404="No such workflow or version.",
-                e409="The workflow is inactive or has no published version.",
-            ),
+            **START_ERRORS,
         },
     )
     def post(self, request, slug: str):
