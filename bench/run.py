@@ -3,7 +3,8 @@ writing JSON (default `var/bench-results.json`). Bounded: every wait has a deadl
 
 Scenarios: W1 chain (40 sequential `true` steps; per-step overhead = end of one job to start of
 the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), W3 burst (N three-step
-executions submitted at once: throughput, end-to-end percentiles, errors, peak RSS per process),
+executions submitted at once, one start per request and again in batches of 100 through
+`execute-batch`: throughput, end-to-end percentiles, errors, peak RSS per process),
 and the Celery floor (a plain Celery chain of the same 40 steps on the same Redis, run after each
 W1 run when both are measured, so the W1 ratio compares runs made under the same conditions).
 """
