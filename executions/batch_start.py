@@ -27,8 +27,9 @@ from executions.advancing import (
 )
 from executions.models import Execution
 from executions.routing import QueueRouter
+from orchestrator.api_errors import join_path
 from orchestrator.copy_insert import insert_rows
-from orchestrator.engine import DefinitionError
+from orchestrator.engine import DefinitionError, ValidationIssue
 from orchestrator.models import Workflow, WorkflowVersion
 from orchestrator.services import spec_for_version
 
@@ -64,8 +65,8 @@ def start_executions(
     A run whose idempotency key an earlier start of the workflow holds is not started again:
     its answer is that earlier run.
 
-    Raises ExecutionConflict when the workflow cannot run, DefinitionError (its path prefixed
-    with `runs[i]`) when a run's inputs do not fit, and IntegrityError when another start takes
+    Raises ExecutionConflict when the workflow cannot run, DefinitionError naming every run
+    whose inputs do not fit (paths `runs[i].inputs.…`), and IntegrityError when another start takes
     one of the keys meanwhile (nothing is created then; a retry answers with that run)."""
     version = version_to_run(workflow, version)
     spec = spec_for_version(version)
@@ -73,6 +74,7 @@ def start_executions(
     earlier = earlier_runs(workflow, [run.idempotency_key for run in runs if run.idempotency_key])
     answers: list[StartedRun | Execution] = []
     executions = []
+    problems: list[ValidationIssue] = []
     for index, run in enumerate(runs):
         if run.idempotency_key in earlier:
             answers.append(earlier[run.idempotency_key])
@@ -90,10 +92,15 @@ def start_executions(
                 idempotency_key=run.idempotency_key,
             )
         except DefinitionError as error:
-            error.path_prefix = f"runs[{index}]"
-            raise
+            problems += [
+                ValidationIssue(join_path(f"runs[{index}]", issue.path), issue.message)
+                for issue in error.issues
+            ]
+            continue
         executions.append(execution)
         answers.append(execution)
+    if problems:
+        raise DefinitionError(problems)
     if executions:
         with transaction.atomic():
             insert_rows(Execution, executions)
