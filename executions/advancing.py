@@ -25,7 +25,7 @@ from django.utils import timezone
 from approvals.models import ApprovalAudit, ApprovalRequest, ApprovalStatus
 from executions.commit_hooks import on_commit_robust
 from executions.dispatch import publish_after_commit
-from executions.hot_path import lock_execution, save_execution_state, save_execution_states
+from executions.hot_path import lock_execution, save_execution_states
 from executions.live import publish_deleted_after_commit
 from executions.models import (
     JOB_TERMINAL,
@@ -109,8 +109,10 @@ def record_claim(recorder: EventRecorder, job: Job, agent, *, handoff: bool = Fa
 
 @dataclass
 class DeferredWrites:
-    """What the advances of several runs in one transaction write, made at its end in a few
-    statements (see `executions.report_batch`) instead of a few per run."""
+    """What advances write: a run's state, the jobs it made ready with their doorbells, its log
+    events. The advances of several runs in one transaction share one, written at its end in a
+    statement each (see `executions.report_batch`); an advance given none writes its own at
+    once."""
 
     executions: dict[uuid.UUID, Execution] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
@@ -622,28 +624,20 @@ class Advancer:
             execution.status = (
                 ExecutionStatus.PAUSED if waiting_on_person else ExecutionStatus.RUNNING
             )
-        if self.writes is None:
-            save_execution_state(execution)
-        else:
-            self.writes.executions[execution.pk] = execution
+        writes = self.writes or DeferredWrites()
+        writes.executions[execution.pk] = execution
         if self.new_jobs:
             self.hand_off()
-            doorbells = [
+            writes.jobs += self.new_jobs
+            writes.doorbells += [
                 (str(job.id), job.queue)
                 for job in self.new_jobs
                 if job.status == JobStatus.PENDING and job.not_before is None and job.queue
             ]
-            if self.writes is None:
-                insert_rows(Job, self.new_jobs)
-                publish_after_commit(doorbells)
-            else:
-                self.writes.jobs += self.new_jobs
-                self.writes.doorbells += doorbells
             self.new_jobs = []
+        writes.adopt(self.recorder)
         if self.writes is None:
-            self.recorder.flush()
-        else:
-            self.writes.adopt(self.recorder)
+            writes.write()
         for callback in self.after_commit:
             on_commit_robust(callback)
         self.after_commit = []

@@ -24,6 +24,7 @@ from orchestrator.models import Workflow, WorkflowVersion
 from orchestrator.roles import OPERATE_POST, read_write
 from orchestrator.schema import error_responses
 from orchestrator.serializers import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
     MAX_RUNS_PER_BATCH,
     DefinitionRequestSerializer,
     ExecuteBatchRequestSerializer,
@@ -454,8 +455,10 @@ def started_response(request, execution: Execution | uuid.UUID, code: int) -> Re
 def idempotency_key(request) -> str:
     """The request's `Idempotency-Key` header ("" without one); 400 when unusable."""
     key = request.headers.get("Idempotency-Key", "")
-    if key and (len(key) > 200 or not key.isprintable()):
-        raise ValidationError({"Idempotency-Key": ["must be 1-200 printable characters"]})
+    if key and (len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable()):
+        raise ValidationError(
+            {"Idempotency-Key": [f"must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} printable characters"]}
+        )
     return key
 
 

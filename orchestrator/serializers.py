@@ -85,21 +85,27 @@ class PublishRequestSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False)
 
 
-@extend_schema_serializer(component_name="Execute")
-class ExecuteRequestSerializer(serializers.Serializer):
+class RunFieldsSerializer(serializers.Serializer):
+    """What each run of a start names: its inputs and labels."""
+
     inputs = serializers.DictField(required=False, default=dict)
     labels = LabelsField(required=False, default=dict)
+
+
+@extend_schema_serializer(component_name="Execute")
+class ExecuteRequestSerializer(RunFieldsSerializer):
     version = serializers.IntegerField(min_value=1, required=False)
 
 
-class BatchRunSerializer(serializers.Serializer):
-    inputs = serializers.DictField(required=False, default=dict)
-    labels = LabelsField(required=False, default=dict)
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+
+class BatchRunSerializer(RunFieldsSerializer):
     idempotency_key = serializers.CharField(
         required=False,
         default="",
         allow_blank=True,
-        max_length=200,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         trim_whitespace=False,
         help_text=(
             "A run whose key an earlier start of the workflow used is not started again; its "
