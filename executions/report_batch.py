@@ -210,22 +210,23 @@ def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) ->
     """Entries that offered their slot and got nothing handed over: a repeated report gets the
     job its first delivery got (same derived lease); a fresh one pulls the oldest due job."""
     pulling: list[int] = []
+    repeated: list[int] = []
     for index, entry in enumerate(entries):
         outcome = outcomes[index]
         if not entry.accept_next or not isinstance(outcome, ReportOutcome):
             continue
-        if outcome.next_job is None and not outcome.applied:
-            outcome.next_job = (
-                claimed_jobs()
-                .filter(
-                    agent=agent,
-                    status=JobStatus.RUNNING,
-                    lease=handover_lease(entry.report.lease),
-                )
-                .first()
+        if outcome.next_job is None:
+            (pulling if outcome.applied else repeated).append(index)
+    if repeated:
+        leases = [handover_lease(entries[i].report.lease) for i in repeated]
+        handed = {
+            job.lease: job
+            for job in claimed_jobs().filter(
+                agent=agent, status=JobStatus.RUNNING, lease__in=leases
             )
-        elif outcome.next_job is None:
-            pulling.append(index)
+        }
+        for index, lease in zip(repeated, leases, strict=True):
+            outcomes[index].next_job = handed.get(lease)
     leases = [handover_lease(entries[i].report.lease) for i in pulling]
     pulled = claim_next_jobs(agent, leases) if leases else {}
     for index, lease in zip(pulling, leases, strict=True):

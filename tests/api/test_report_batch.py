@@ -268,3 +268,31 @@ def test_bad_batches_are_refused_whole_with_the_field_path(agent_token, body, pa
 def test_only_agents_may_report(api):
     response = api.post("/api/agent/v1/reports", {"reports": []}, format="json")
     assert response.status_code in (401, 403)
+
+
+def repeated_batch_queries(api, token: str, reports: int) -> int:
+    """Queries answering a repeated batch of `reports` reports whose first delivery each
+    pulled a pending job for its slot."""
+    create_workflow(fanout(2 * reports) | {"slug": f"fan{2 * reports}"})
+    run = api.post(f"/api/v1/workflows/fan{2 * reports}/execute/", {}, format="json").json()
+    client = agent_client(token)
+    root = Job.objects.get(execution_id=run["id"], node_id="root")
+    spec = client.post(f"/api/agent/v1/jobs/{root.pk}/claim").json()
+    specs = [report(client, entry(root.pk, spec["lease"])).json()["results"][0]["next"]]
+    for job in Job.objects.filter(execution_id=run["id"], status="pending")[: reports - 1]:
+        specs.append(client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json())
+    entries = [entry(s["job_id"], s["lease"]) for s in specs]
+    first = report(client, *entries).json()["results"]
+    assert all(r["applied"] and r["next"] for r in first)
+
+    with CaptureQueriesContext(connection) as queries:
+        again = report(client, *entries).json()["results"]
+
+    assert [r["next"] for r in again] == [r["next"] for r in first]
+    return len(queries)
+
+
+def test_a_repeated_batch_finds_its_handed_over_jobs_in_one_query(api, agent_token):  # noqa: F811
+    assert repeated_batch_queries(api, agent_token, 2) == repeated_batch_queries(
+        api, agent_token, 5
+    )
