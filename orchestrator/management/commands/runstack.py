@@ -2,7 +2,8 @@
 
 Starts the bundled Redis (unless REDIS_URL is set), migrates, ensures an admin user and an API
 token, loads the example workflows, enrolls a local agent, then runs web (uvicorn, ASGI), the
-control worker with beat, and the agent as child processes in their own process groups.
+control worker, beat and the agent as child processes in their own process groups. If any of
+them exits, the stack stops with an error naming it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def http_ok(url: str) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run web, control worker + beat and a local agent (and Redis if REDIS_URL is unset)."
+    help = "Run web, control worker, beat and a local agent (and Redis if REDIS_URL is unset)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -110,15 +111,31 @@ class Command(BaseCommand):
                     "worker",
                     "-Q",
                     "control",
-                    "--beat",
-                    "--schedule",
-                    str(var / "celerybeat-schedule"),
                     "--pool",
                     "threads",
                     "-c",
                     "2",
                     "-n",
                     "control@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+                env,
+            )
+            # Beat runs in a process of its own, not embedded in the worker (`--beat`): the
+            # embedded one is a child the worker does not replace, so killing it stopped every
+            # schedule while the stack looked healthy. Here its exit stops the stack, loudly.
+            self.spawn(
+                "beat",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "orchestrator.celery_app",
+                    "beat",
+                    "--schedule",
+                    str(var / "celerybeat-schedule"),
                     "--loglevel",
                     "INFO",
                 ],
