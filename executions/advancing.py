@@ -591,6 +591,10 @@ class Advancer:
                 job.error = reason
                 job.error_kind = "cancelled"
                 job.finished_at = self.now
+        if not any(state.status == NodeStatus.RUNNING for state in self.states.values()):
+            # Only a running node has jobs, so none is left to cancel: a run that completes
+            # (every node settled) spares the statement, one per finished run in a batch.
+            return len(self.new_jobs)
         existing = Job.objects.filter(
             execution_id=self.execution.pk, status__in=JOB_UNCLAIMED
         ).update(

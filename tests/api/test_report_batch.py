@@ -296,3 +296,42 @@ def test_a_repeated_batch_finds_its_handed_over_jobs_in_one_query(api, agent_tok
     assert repeated_batch_queries(api, agent_token, 2) == repeated_batch_queries(
         api, agent_token, 5
     )
+
+
+def finishing_batch_queries(api, token: str, runs: int) -> int:
+    """Queries of one batch reporting the last job of `runs` runs of a two-step chain."""
+    shell = {"action": "shell", "with": {"command": "true"}}
+    slug = f"pair{runs}"
+    create_workflow(
+        {
+            "slug": slug,
+            "nodes": [{"id": "a", **shell, "on": {"success": "b"}}, {"id": "b", **shell}],
+        }
+    )
+    started = api.post(
+        f"/api/v1/workflows/{slug}/execute-batch/", {"runs": [{}] * runs}, format="json"
+    )
+    ids = [run["id"] for run in started.json()["results"]]
+    client = agent_client(token)
+    specs = [
+        client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()
+        for job in Job.objects.filter(execution_id__in=ids, node_id="a")
+    ]
+    results = report(client, *[entry(s["job_id"], s["lease"]) for s in specs]).json()["results"]
+    last = [r["next"] for r in results]
+    assert all(last), "each first report hands over its run's last job"
+
+    with CaptureQueriesContext(connection) as queries:
+        results = report(client, *[entry(s["job_id"], s["lease"]) for s in last]).json()["results"]
+
+    assert all(r["applied"] for r in results)
+    assert set(Execution.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "completed"
+    }
+    return len(queries)
+
+
+def test_runs_finishing_in_one_batch_cost_no_statement_each(api, agent_token):  # noqa: F811
+    assert finishing_batch_queries(api, agent_token, 2) == finishing_batch_queries(
+        api, agent_token, 5
+    )
