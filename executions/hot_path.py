@@ -69,29 +69,22 @@ def lock_execution(execution_id) -> Execution:
     return execution
 
 
-def lock_executions(execution_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Execution]:
-    """Lock several executions as `lock_execution` does, in one statement and in id order (two
-    transactions locking overlapping sets then wait for each other instead of deadlocking);
-    returns them by id, leaving out ids with no run."""
-    ordered = sorted(execution_ids)
-    if not ordered:
+def lock_executions_of_jobs(job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Execution]:
+    """Lock the executions the named jobs belong to, as `lock_execution` does, in one statement
+    and in id order (two transactions locking overlapping sets then wait for each other
+    instead of deadlocking), without reading the jobs first; returns them by id, leaving out
+    unknown jobs."""
+    if not job_ids:
         return {}
-    keys = ", ".join(["%s"] * len(ordered))
+    keys = ", ".join(["%s"] * len(job_ids))
+    where = f'e.id IN (SELECT "execution_id" FROM "executions_job" WHERE "id" IN ({keys}))'
     with connection.cursor() as cursor:
         cursor.execute(
-            execution_lock_sql(connection.vendor, f"e.id IN ({keys}) ORDER BY e.id"),
-            [key_param(Execution, execution_id, connection) for execution_id in ordered],
+            execution_lock_sql(connection.vendor, f"{where} ORDER BY e.id"),
+            [key_param(Job, job_id, connection) for job_id in job_ids],
         )
         rows = cursor.fetchall()
     return {execution.pk: execution for execution in map(execution_from_row, rows)}
-
-
-def lock_execution_of_job(job_id) -> Execution | None:
-    """Lock the execution a job belongs to, as `lock_execution` does (None: no such job)."""
-    return locked_execution(
-        'e.id = (SELECT "execution_id" FROM "executions_job" WHERE "id" = %s)',
-        key_param(Job, job_id, connection),
-    )
 
 
 @cache

@@ -30,8 +30,7 @@ from executions.advancing import (
 )
 from executions.hot_path import (
     claim_with_leases,
-    lock_execution_of_job,
-    lock_executions,
+    lock_executions_of_jobs,
     lock_jobs,
     pull_due_jobs,
     save_results,
@@ -97,58 +96,34 @@ def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
         if entry.report.status not in RESULT_STATUSES:
             raise ValueError(entry.report.status)
     outcomes: list[Outcome | None] = [None] * len(entries)
-    by_execution: dict[uuid.UUID | None, list[int]] = {}
-    if len(entries) == 1:
-        by_execution[None] = [0]  # locked through the job: saves the lookup
-    else:
-        execution_of = dict(
-            Job.objects.filter(pk__in={e.job_id for e in entries}).values_list("pk", "execution_id")
-        )
-        for index, entry in enumerate(entries):
-            execution_id = execution_of.get(entry.job_id)
-            if execution_id is None:
-                outcomes[index] = JobNotFound(entry.job_id)
-            else:
-                by_execution.setdefault(execution_id, []).append(index)
-    if by_execution:
-        apply_reports_of_executions(agent, by_execution, entries, outcomes)
+    apply_reports_of_executions(agent, entries, outcomes)
     give_free_slots_work(agent, entries, outcomes)
     return outcomes  # type: ignore[return-value]
 
 
 def apply_reports_of_executions(
-    agent,
-    by_execution: dict[uuid.UUID | None, list[int]],
-    entries: list[BatchedReport],
-    outcomes: list[Outcome | None],
+    agent, entries: list[BatchedReport], outcomes: list[Outcome | None]
 ) -> None:
     """The reports of several executions in one transaction: their rows locked in one statement
     (in id order, so two batches sharing executions queue instead of deadlocking), the jobs
     locked in one, then each graph advanced once; the results, advanced states, new jobs and
-    log events of them all are written in one statement each. The key None stands for the
-    execution of the only report's job (a batch of one: no lookup by id first)."""
+    log events of them all are written in one statement each. A report whose job is unknown
+    (or was deleted with its run) gets `JobNotFound`."""
+    job_ids = {entry.job_id for entry in entries}
     with transaction.atomic():
-        if None in by_execution:
-            execution = lock_execution_of_job(entries[by_execution[None][0]].job_id)
-            executions = {None: execution} if execution is not None else {}
-        else:
-            executions = lock_executions(by_execution)
-        jobs = lock_jobs(
-            {
-                entries[index].job_id
-                for key, indexes in by_execution.items()
-                if key in executions
-                for index in indexes
-            }
-        )
+        executions = lock_executions_of_jobs(job_ids)
+        jobs = lock_jobs(job_ids) if executions else {}
+        by_execution: dict[uuid.UUID, list[int]] = {}
+        for index, entry in enumerate(entries):
+            job = jobs.get(entry.job_id)
+            if job is None or job.execution_id not in executions:
+                outcomes[index] = JobNotFound(entry.job_id)
+            else:
+                by_execution.setdefault(job.execution_id, []).append(index)
         writes = DeferredWrites()
         settling: list[tuple[Execution, EventRecorder, list[Job], dict[int, Handover]]] = []
-        for key, indexes in by_execution.items():
-            execution = executions.get(key)
-            if execution is None:  # deleted meanwhile, with its jobs
-                for index in indexes:
-                    outcomes[index] = JobNotFound(entries[index].job_id)
-                continue
+        for execution_id, indexes in by_execution.items():
+            execution = executions[execution_id]
             recorder = writes.recorder(execution.pk)
             applied, offers = record_reports(
                 agent, execution, jobs, entries, indexes, outcomes, recorder

@@ -15,7 +15,7 @@ from agents.services import authenticate_agent, register_agent, revoke_agent
 from executions.advancing import start_execution
 from executions.hot_path import (
     lock_execution,
-    lock_execution_of_job,
+    lock_executions_of_jobs,
     lock_jobs,
     save_execution_state,
 )
@@ -45,7 +45,7 @@ def test_a_locked_run_is_the_run_the_orm_loads_with_its_workflow_and_version():
 
     with transaction.atomic():
         by_id = lock_execution(execution.pk)
-        by_job = lock_execution_of_job(job.pk)
+        (by_job,) = lock_executions_of_jobs([job.pk, uuid.uuid4()]).values()
         with CaptureQueriesContext(connection) as queries:
             for locked in (by_id, by_job):
                 assert field_values(locked) == field_values(expected)
@@ -57,7 +57,7 @@ def test_a_locked_run_is_the_run_the_orm_loads_with_its_workflow_and_version():
         assert "definition" in by_id.version.get_deferred_fields()
         assert by_id.version.definition == expected.version.definition  # loads lazily
 
-        assert lock_execution_of_job(uuid.uuid4()) is None
+        assert lock_executions_of_jobs([uuid.uuid4()]) == {}
         with pytest.raises(Execution.DoesNotExist):
             lock_execution(uuid.uuid4())
         jobs = lock_jobs({job.pk, uuid.uuid4()})
@@ -134,7 +134,7 @@ def test_the_locks_are_really_taken():
     )
     try:
         with transaction.atomic():
-            lock_execution_of_job(job.pk)
+            lock_executions_of_jobs([job.pk])
             lock_jobs([job.pk])
             for table, key in (("executions_execution", execution.pk), ("executions_job", job.pk)):
                 with pytest.raises(psycopg.errors.LockNotAvailable):
@@ -212,7 +212,7 @@ call_command("migrate", verbosity=0)
 from django.db import transaction
 from agents.services import authenticate_agent, register_agent
 from executions.advancing import start_execution
-from executions.hot_path import (lock_execution, lock_execution_of_job, lock_jobs,
+from executions.hot_path import (lock_execution, lock_executions_of_jobs, lock_jobs,
     save_execution_state)
 from executions.models import Job
 from orchestrator.services import create_workflow
@@ -220,7 +220,8 @@ execution = start_execution(create_workflow({"slug": "q", "nodes": [
     {"id": "a", "action": "shell", "with": {"command": "true"}}]}))
 job = Job.objects.get(execution=execution)
 with transaction.atomic():
-    print(lock_execution(execution.pk).workflow.slug, lock_execution_of_job(job.pk).nodes["a"])
+    of_job = lock_executions_of_jobs([job.pk])[execution.pk]
+    print(lock_execution(execution.pk).workflow.slug, of_job.nodes["a"])
     locked = lock_execution(execution.pk)
     locked.status, locked.nodes = "cancelled", {"a": {"status": "skipped"}}
     save_execution_state(locked)
@@ -235,11 +236,11 @@ raw = create_api_token(get_user_model().objects.create_user("u1"), "t")
 print(live_token(hash_token(raw)).user.username)
 import uuid
 from django.utils import timezone
-from executions.hot_path import claim_with_leases, lock_executions, save_execution_states
+from executions.hot_path import claim_with_leases, save_execution_states
 from executions.models import Execution
 other = start_execution(execution.workflow)
 with transaction.atomic():
-    both = lock_executions([other.pk, execution.pk])
+    both = lock_executions_of_jobs([Job.objects.get(execution=other).pk, job.pk])
     for locked in both.values():
         locked.error = f"e{locked.pk == other.pk:d}"
     save_execution_states(list(both.values()))
