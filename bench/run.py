@@ -4,7 +4,8 @@ writing JSON (default `var/bench-results.json`). Bounded: every wait has a deadl
 Scenarios: W1 chain (40 sequential `true` steps; per-step overhead = end of one job to start of
 the next), W2 fan-out (1 → 100 → join; dispatch spread and join delay), W3 burst (N three-step
 executions submitted at once, one start per request and again in batches of 100 through
-`execute-batch`: throughput, end-to-end percentiles, errors, peak RSS per process),
+`execute-batch`, on an agent of `--burst-slots` slots: throughput, end-to-end percentiles,
+errors, peak RSS per process),
 and the Celery floor (a plain Celery chain of the same 40 steps on the same Redis, run after each
 W1 run when both are measured, so the W1 ratio compares runs made under the same conditions).
 """
@@ -256,17 +257,28 @@ def peak_rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
-def scenario_burst(stack: LocalStack, count: int, workers: int = 16, batch: int = 0) -> dict:
+def start_agent_once(stack: LocalStack, name: str, pool: str, slots: int) -> None:
+    """An agent of its own for a scenario, started by the first scenario that needs it."""
+    if all(process.name != name for process in stack.processes):
+        stack.start_agent(name, [pool], concurrency=slots)
+
+
+def scenario_burst(
+    stack: LocalStack, count: int, *, slots: int, workers: int = 16, batch: int = 0
+) -> dict:
     """W3: `count` three-step executions submitted at once through the API: one start per
     request from `workers` clients, or with `batch`, `batch` runs per request
-    (`execute-batch`)."""
+    (`execute-batch`). They run on a pool served by one agent with `slots` slots."""
+    pool = f"burst{slots}"
+    start_agent_once(stack, f"bench-burst-{slots}", pool, slots)
     slug = f"bench-burst-{batch}" if batch else "bench-burst"
+    shell = {"action": "shell", "pool": pool, "with": {"command": "true"}}
     definition = {
         "slug": slug,
         "nodes": [
-            {"id": "a", "action": "shell", "with": {"command": "true"}, "on": {"success": "b"}},
-            {"id": "b", "action": "shell", "with": {"command": "true"}, "on": {"success": "c"}},
-            {"id": "c", "action": "shell", "with": {"command": "true"}},
+            {"id": "a", **shell, "on": {"success": "b"}},
+            {"id": "b", **shell, "on": {"success": "c"}},
+            {"id": "c", **shell},
         ],
     }
     errors = 0
@@ -335,6 +347,7 @@ def scenario_burst(stack: LocalStack, count: int, workers: int = 16, batch: int 
     failed = sum(1 for r in rows if r["status"] != "completed")
     return {
         "scenario": f"W3_burst_batches_of_{batch}" if batch else "W3_burst",
+        "agent_slots": slots,
         "executions": len(rows),
         "submit_s": round(submitted, 2),
         "executions_per_s": round(len(rows) / elapsed, 1),
@@ -417,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "var" / "bench-results.json")
     parser.add_argument("--web-workers", type=int, default=1)
     parser.add_argument("--burst", type=int, default=1000, help="W3 executions submitted at once")
+    parser.add_argument(
+        "--burst-slots",
+        type=int,
+        default=16,
+        help="slots of the agent that runs W3 (its jobs are `true`: slots, not CPU, bound it)",
+    )
     parser.add_argument("--clients", type=int, default=200, help="W4 WebSocket clients")
     parser.add_argument(
         "--redis-db",
@@ -427,7 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated scenarios to run (W1,W2,W3,W4,floor); default: all",
+        help=(
+            "comma-separated scenarios to run (W1,W2,W3,W4,floor, or one variant: W2_2, "
+            "W3_batched); default: all"
+        ),
     )
     args = parser.parse_args(argv)
     wanted = {name.strip().upper() for name in args.only.split(",") if name.strip()}
@@ -457,15 +479,17 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "W2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=8),
             "W2_2": lambda: scenario_fanout(stack, 100, max(3, args.runs // 2), slots=2),
-            "W3": lambda: scenario_burst(stack, args.burst),
-            "W3_batched": lambda: scenario_burst(stack, args.burst, workers=4, batch=100),
+            "W3": lambda: scenario_burst(stack, args.burst, slots=args.burst_slots),
+            "W3_batched": lambda: scenario_burst(
+                stack, args.burst, slots=args.burst_slots, workers=4, batch=100
+            ),
             "W4": lambda: scenario_live(stack, runs=max(3, args.runs // 4), clients=args.clients),
             "FLOOR": lambda: (
                 floor_result(40, floor_totals) if floor else scenario_floor(stack, 40, args.runs)
             ),
         }
         for name, scenario in scenarios.items():
-            if wanted and name.split("_")[0] not in wanted:
+            if wanted and not {name.upper(), name.split("_")[0]} & wanted:
                 continue
             result = scenario()
             results.append(result)
