@@ -325,7 +325,10 @@ def test_a_100mb_job_keeps_the_agent_memory_bounded(control_plane: FakeControlPl
     assert probe.returncode == 0, probe.stderr[-3000:]
     peaks = json.loads(probe.stdout.strip().splitlines()[-1])
     growth_mib = (peaks["after_kb"] - peaks["before_kb"]) / 1024
-    assert growth_mib < 20, peaks  # measured ~11-13 MiB: 4 MiB pending, 2 tails, report
+    # Bounded, not proportional to the 100 MB printed: ~11-13 MiB alone (4 MiB pending, two
+    # 1 MiB tails, the report), 20.3 once on a loaded CI machine (more reads in flight and
+    # allocator arenas); keeping the output would add ~100 MiB.
+    assert growth_mib < 32, peaks
     report = _report(control_plane, big)
     assert report["status"] == "completed"
     assert len(report["stdout"]) < 1024 * 1024 + 200
