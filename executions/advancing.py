@@ -535,7 +535,10 @@ class Advancer:
         execution.finished_at = self.now
         execution.next_timer_at = None
         why = reason or f"execution {status}"
-        cancelled = self.cancel_unclaimed_jobs(why)
+        # Only a running node has jobs: a run whose every node settled (a completed one) has
+        # none to cancel or to read, and spares both statements.
+        running = any(state.status == NodeStatus.RUNNING for state in self.states.values())
+        cancelled = self.cancel_unclaimed_jobs(why) if running else 0
         pending = (
             list(
                 ApprovalRequest.objects.filter(
@@ -558,8 +561,8 @@ class Advancer:
                     "node_id", flat=True
                 )
             )
-            if any(state.status == NodeStatus.RUNNING for state in self.states.values())
-            else set()  # only read for running nodes
+            if running
+            else set()
         )
         for node_id, state in list(self.states.items()):
             has_child = "child" in self.extras.get(node_id, {})
@@ -591,10 +594,6 @@ class Advancer:
                 job.error = reason
                 job.error_kind = "cancelled"
                 job.finished_at = self.now
-        if not any(state.status == NodeStatus.RUNNING for state in self.states.values()):
-            # Only a running node has jobs, so none is left to cancel: a run that completes
-            # (every node settled) spares the statement, one per finished run in a batch.
-            return len(self.new_jobs)
         existing = Job.objects.filter(
             execution_id=self.execution.pk, status__in=JOB_UNCLAIMED
         ).update(

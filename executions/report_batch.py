@@ -155,16 +155,13 @@ def record_reports(
     outcomes: list[Outcome | None],
     recorder: EventRecorder,
 ) -> tuple[list[Job], dict[int, Handover]]:
-    """Fence and record the reports of one locked execution; returns the jobs whose reports
-    applied and the slots offered for them (by entry index)."""
+    """Fence and record the reports of one locked execution (their jobs locked, in `jobs`);
+    returns the jobs whose reports applied and the slots offered for them (by entry index)."""
     applied: dict[uuid.UUID, Job] = {}
     offers: dict[int, Handover] = {}
     for index in indexes:
         entry = entries[index]
-        job = jobs.get(entry.job_id)
-        if job is None or job.execution_id != execution.pk:
-            outcomes[index] = JobNotFound(entry.job_id)
-            continue
+        job = jobs[entry.job_id]
         status = reported_status(job, entry.report)
         try:
             fresh = fence_report(agent, job, entry.report, status)

@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chaos.harness import children_of
 from orchestrator.localstack import ROOT, free_port, wait_for
+from tests.agent.helpers import pid_alive
 from tests.e2e.helpers import wait_for_status
 
 pytestmark = pytest.mark.e2e
@@ -26,21 +28,10 @@ STARTUP_TIMEOUT_S = 180
 
 def child_processes(pid: int) -> dict[int, str]:
     """The direct children of `pid` and their command lines."""
-    children: dict[int, str] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            children[int(child)] = cmdline.decode(errors="replace")
-    return children
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return {
+        child: Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for child in children_of(pid)
+    }
 
 
 @pytest.fixture
@@ -126,4 +117,4 @@ def test_quick_start_runs_an_example_and_stops_when_beat_dies(quickstart):
     output = log.read()
     assert process.returncode != 0
     assert "beat exited" in output
-    assert not [pid for pid in children if alive(pid)], output
+    assert not [pid for pid in children if pid_alive(pid)], output
