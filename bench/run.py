@@ -428,12 +428,17 @@ def main(argv: list[str] | None = None) -> int:
         "--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--output", type=Path, default=ROOT / "var" / "bench-results.json")
-    parser.add_argument("--web-workers", type=int, default=1)
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=2,
+        help="uvicorn worker processes (one per core of the 2-core machine the figures are for)",
+    )
     parser.add_argument("--burst", type=int, default=1000, help="W3 executions submitted at once")
     parser.add_argument(
         "--burst-slots",
         type=int,
-        default=16,
+        default=32,
         help="slots of the agent that runs W3 (its jobs are `true`: slots, not CPU, bound it)",
     )
     parser.add_argument("--clients", type=int, default=200, help="W4 WebSocket clients")

@@ -1,11 +1,12 @@
 """Group commit of final reports: slots that finish while a report is in flight go out together.
 
 A slot that finishes with no report in flight sends its own at once, unless other jobs of this
-agent are still running: then it lingers a few milliseconds for them (slots started together
-tend to finish together). Reports finishing while a request is in flight queue up and go out
-together in a later request. Under load this turns N report requests into a few, and the server
-applies the reports of one request back to back instead of N requests contending for the same
-execution row.
+agent started recently and are still running: then it lingers a few milliseconds for them (slots
+started together tend to finish together; a job running for longer than `AWAIT_STARTED_WITHIN_S`
+is not waited for, so a long job never delays the reports of short ones beside it). Reports
+finishing while a request is in flight queue up and go out together in a later request. Under
+load this turns N report requests into a few, and the server applies the reports of one request
+back to back instead of N requests contending for the same execution row.
 
 Two batches may be in flight at once when they share no execution: the server then applies
 them on two workers at once, and this agent's slots run their next jobs meanwhile instead of
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ from agents.agent.client import AgentClient, BatchedReport, CompleteReply
 
 MAX_BATCH = 32
 MAX_IN_FLIGHT = 2
-LINGER_S = 0.005
+LINGER_S = 0.010
+AWAIT_STARTED_WITHIN_S = 0.1
 
 
 @dataclass(eq=False)
@@ -48,15 +50,16 @@ class ReportBatcher:
         *,
         max_batch: int = MAX_BATCH,
         max_in_flight: int = MAX_IN_FLIGHT,
-        running: Callable[[], int] | None = None,
+        awaited: Callable[[], Collection[str]] | None = None,
         linger: float = LINGER_S,
     ):
-        """`running` counts this agent's jobs in flight (reporting ones included); while some
-        have not reported yet, a batch waits up to `linger` seconds for them."""
+        """`awaited` names the jobs of this agent a batch may wait for (reporting ones
+        included): while some of them have not reported yet, a batch waits up to `linger`
+        seconds for them."""
         self.client = client
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self.running = running
+        self.awaited = awaited
         self.linger = linger
         self._lock = threading.Condition()
         self._queue: list[_Waiting] = []
@@ -113,7 +116,7 @@ class ReportBatcher:
 
     def _send_batch(self, leader: _Waiting) -> CompleteReply:
         with self._lock:
-            if self.running is not None and self.linger > 0:
+            if self.awaited is not None and self.linger > 0:
                 deadline = time.monotonic() + self.linger
                 while self._still_running() > 0 and len(self._queue) < self.max_batch:
                     remaining = deadline - time.monotonic()
@@ -141,10 +144,11 @@ class ReportBatcher:
         return replies[0]
 
     def _still_running(self) -> int:
-        """Jobs of this agent running and not yet reporting."""
-        assert self.running is not None
-        reporting = len(self._queue) + sum(len(flight) for flight in self._flights)
-        return self.running() - reporting
+        """Awaited jobs of this agent not yet reporting."""
+        assert self.awaited is not None
+        reporting = {w.report.job_id for w in self._queue}
+        reporting.update(w.report.job_id for flight in self._flights for w in flight)
+        return len(set(self.awaited()) - reporting)
 
     def _pass_the_lead(self) -> None:
         """The oldest queued report that may lead sends the next batch."""

@@ -144,6 +144,7 @@ def _parse_json_stdout(result: ActionResult) -> None:
 @dataclass
 class _ActiveJob:
     job_id: str
+    started: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -194,6 +195,13 @@ class Runner:
     def running_jobs(self) -> list[str]:
         with self._lock:
             return list(self._jobs)
+
+    def started_within(self, seconds: float) -> set[str]:
+        """Jobs in flight that started less than `seconds` ago: the ones a finishing slot's
+        report may wait for (a job running for longer is not about to finish with it)."""
+        since = time.monotonic() - seconds
+        with self._lock:
+            return {job_id for job_id, job in self._jobs.items() if job.started > since}
 
     def load(self) -> dict[str, int]:
         with self._lock:

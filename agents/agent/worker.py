@@ -16,7 +16,7 @@ from celery.worker.control import control_command
 from agents.agent.actions import KILLED
 from agents.agent.client import AgentClient, ApiError, ClaimUnavailable
 from agents.agent.config import AgentConfig
-from agents.agent.reporting import ReportBatcher
+from agents.agent.reporting import AWAIT_STARTED_WITHIN_S, ReportBatcher
 from agents.agent.runner import Runner, execute_job
 
 logger = logging.getLogger("switchyard.agent")
@@ -157,7 +157,7 @@ def run_worker(
     """Run the Celery worker until SIGTERM/SIGINT (warm shutdown); returns the exit code."""
     client = AgentClient(config.url, config.token)
     runner = Runner(slots=concurrency)
-    reporter = ReportBatcher(client, running=lambda: len(runner.running_jobs()))
+    reporter = ReportBatcher(client, awaited=lambda: runner.started_within(AWAIT_STARTED_WITHIN_S))
     app = create_app(config, client, runner, concurrency=concurrency, reporter=reporter)
     heartbeat = Heartbeat(client, runner, config.heartbeat_interval)
 

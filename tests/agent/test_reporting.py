@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from agents.agent.client import AgentClient, BatchedReport
 from agents.agent.reporting import ReportBatcher
+from agents.agent.runner import Runner
 
 from .helpers import FakeControlPlane, Recorded, wait_until
 
@@ -140,12 +141,13 @@ def test_a_batch_is_retried_whole_after_a_server_error(control_plane: FakeContro
 
 
 def test_a_report_lingers_for_the_agents_other_running_jobs(control_plane: FakeControlPlane):
-    """Three jobs running: the first report waits for the other two (up to the linger) and all
-    three go in one request; with one job running nothing waits."""
+    """Three awaited jobs running: the first report waits for the other two (up to the linger)
+    and all three go in one request; with no other job awaited nothing waits, even with jobs
+    still running (`awaited` leaves out jobs running for long: see `Runner.started_within`)."""
     control_plane.respond("/api/agent/v1/reports", answer_each)
-    running = [3]
+    awaited = [{"a", "b", "c"}]
     batcher = ReportBatcher(
-        AgentClient(control_plane.url, "token"), running=lambda: running[0], linger=60
+        AgentClient(control_plane.url, "token"), awaited=lambda: awaited[0], linger=60
     )
     with ThreadPoolExecutor(max_workers=3) as pool:
         first = pool.submit(batcher.submit, "a", report(), accept_next=False)
@@ -156,10 +158,24 @@ def test_a_report_lingers_for_the_agents_other_running_jobs(control_plane: FakeC
     calls = control_plane.calls("/api/agent/v1/reports")
     assert [[r["job_id"] for r in call.body["reports"]] for call in calls] == [["a", "b", "c"]]
 
-    running[0] = 1
+    awaited[0] = {"d"}
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(batcher.submit, "d", report(), accept_next=False).result(10)
     assert len(control_plane.calls("/api/agent/v1/reports")) == 2
+
+
+def test_only_recently_started_jobs_are_awaited():
+    """A job running for longer than the window is not about to finish with the reporting
+    slot: a report does not linger for it."""
+    runner = Runner(slots=2)
+    try:
+        with runner.track("long") as long_job, runner.track("short"):
+            long_job.started -= 1.0
+            assert runner.started_within(0.5) == {"short"}
+            assert runner.running_jobs() == ["long", "short"]
+        assert runner.started_within(0.5) == set()
+    finally:
+        runner.close()
 
 
 def test_reports_of_other_executions_go_out_beside_a_batch_in_flight(
