@@ -131,10 +131,18 @@ class DeferredWrites:
         return recorder
 
     def write(self) -> None:
+        self.write_rows()
+        self.write_events()
+
+    def write_rows(self) -> None:
+        """The runs' states and the jobs they made ready (with their doorbells after commit)."""
         save_execution_states(list(self.executions.values()))
         if self.jobs:
             insert_rows(Job, self.jobs)
         publish_after_commit(self.doorbells)
+
+    def write_events(self) -> None:
+        """The log events of every recorder, in one statement."""
         flush_together(self.recorders)
 
 

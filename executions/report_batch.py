@@ -7,7 +7,8 @@ reports of one execution are applied together: its row is locked once, the graph
 and the slots offered get the jobs that advance made ready. The executions of a batch share one
 transaction: their rows are locked in one statement, and the jobs' results, the runs' advanced
 states, the jobs they made ready and their log events are written in one statement each. Slots
-still free then pull the oldest due jobs of the agent's queues in one statement. Under a fan-out
+still free pull the oldest due jobs of the agent's queues in one statement of the same
+transaction (their claim events go in with the batch's). Under a fan-out
 this is what keeps N reports from queueing on the same execution lock; under a burst of short
 runs, what keeps each report from costing a transaction. A single report
 (`…/jobs/{id}/complete`) is a batch of one.
@@ -49,7 +50,7 @@ from executions.jobs import (
     reported_status,
 )
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
-from executions.recorder import EventRecorder, flush_together
+from executions.recorder import EventRecorder
 
 
 @dataclass
@@ -107,7 +108,8 @@ def apply_reports_of_executions(
     """The reports of several executions in one transaction: their rows locked in one statement
     (in id order, so two batches sharing executions queue instead of deadlocking), the jobs
     locked in one, then each graph advanced once; the results, advanced states, new jobs and
-    log events of them all are written in one statement each. A report whose job is unknown
+    log events of them all are written in one statement each. Offered slots that no advance
+    handed a job pull the oldest due ones in the same transaction. A report whose job is unknown
     (or was deleted with its run) gets `JobNotFound`."""
     job_ids = {entry.job_id for entry in entries}
     with transaction.atomic():
@@ -133,17 +135,24 @@ def apply_reports_of_executions(
         if not settling:
             return
         save_results([job for _, _, applied, _ in settling for job in applied])
-        handed_by_execution = [
-            settle_jobs(execution, applied, recorder, handoffs=offers.values(), writes=writes)
-            for execution, recorder, applied, offers in settling
-        ]
-        writes.write()
-    for (execution, _, _, offers), handed in zip(settling, handed_by_execution, strict=True):
-        for index, offer in offers.items():
-            job = handed.get(offer.lease)
-            if job is not None:
-                job.execution = execution
-                outcomes[index].next_job = job  # type: ignore[union-attr]
+        free: dict[int, uuid.UUID] = {}
+        for execution, recorder, applied, offers in settling:
+            handed = settle_jobs(
+                execution, applied, recorder, handoffs=offers.values(), writes=writes
+            )
+            for index, offer in offers.items():
+                job = handed.get(offer.lease)
+                if job is None:
+                    free[index] = offer.lease
+                else:
+                    job.execution = execution
+                    outcomes[index].next_job = job  # type: ignore[union-attr]
+        writes.write_rows()
+        if free:
+            pulled = pull_jobs_for_free_slots(agent, list(free.values()), writes)
+            for index, lease in free.items():
+                outcomes[index].next_job = pulled.get(lease)  # type: ignore[union-attr]
+        writes.write_events()
 
 
 def record_reports(
@@ -179,16 +188,15 @@ def record_reports(
 
 
 def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:
-    """Entries that offered their slot and got nothing handed over: a repeated report gets the
-    job its first delivery got (same derived lease); a fresh one pulls the oldest due job."""
-    pulling: list[int] = []
-    repeated: list[int] = []
-    for index, entry in enumerate(entries):
-        outcome = outcomes[index]
-        if not entry.accept_next or not isinstance(outcome, ReportOutcome):
-            continue
-        if outcome.next_job is None:
-            (pulling if outcome.applied else repeated).append(index)
+    """A repeated report that offered its slot gets the job its first delivery got (same
+    derived lease); then every job given out is prepared for its claim response."""
+    repeated = [
+        index
+        for index, entry in enumerate(entries)
+        if entry.accept_next
+        and isinstance(outcomes[index], ReportOutcome)
+        and not outcomes[index].applied
+    ]
     if repeated:
         leases = [handover_lease(entries[i].report.lease) for i in repeated]
         handed = {
@@ -199,10 +207,6 @@ def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) ->
         }
         for index, lease in zip(repeated, leases, strict=True):
             outcomes[index].next_job = handed.get(lease)
-    leases = [handover_lease(entries[i].report.lease) for i in pulling]
-    pulled = claim_next_jobs(agent, leases) if leases else {}
-    for index, lease in zip(pulling, leases, strict=True):
-        outcomes[index].next_job = pulled.get(lease)
     for outcome in outcomes:
         if isinstance(outcome, ReportOutcome) and outcome.next_job is not None:
             try:
@@ -211,22 +215,23 @@ def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) ->
                 outcome.next_job = None
 
 
-def claim_next_jobs(agent, leases: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
-    """Pull up to `len(leases)` of the oldest due jobs of the agent's queues in one statement
-    (locked rows are skipped, so concurrent pulls never wait on each other), one per lease;
-    returns lease -> job. Their doorbells may still be in the broker; the claim makes those
-    messages no-ops."""
+def pull_jobs_for_free_slots(
+    agent, leases: list[uuid.UUID], writes: DeferredWrites
+) -> dict[uuid.UUID, Job]:
+    """Inside the report batch's transaction, pull up to `len(leases)` of the oldest due jobs
+    of the agent's queues in one statement (locked rows are skipped, so concurrent pulls never
+    wait on each other), one per lease; their claim events go into `writes`. Returns lease ->
+    job. Their doorbells may still be in the broker; the claim makes those messages no-ops."""
     now = timezone.now()
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            jobs = pull_due_jobs(agent, leases, now)
-        else:
-            jobs = pull_due_jobs_elsewhere(agent, leases, now)
-        recorders: dict[uuid.UUID, EventRecorder] = {}
-        for job in jobs:
-            recorder = recorders.setdefault(job.execution_id, EventRecorder(job.execution_id, now))
-            record_claim(recorder, job, agent)
-        flush_together(recorders.values())
+    if connection.vendor == "postgresql":
+        jobs = pull_due_jobs(agent, leases, now)
+    else:
+        jobs = pull_due_jobs_elsewhere(agent, leases, now)
+    recorders: dict[uuid.UUID, EventRecorder] = {}
+    for job in jobs:
+        if job.execution_id not in recorders:
+            recorders[job.execution_id] = writes.recorder(job.execution_id)
+        record_claim(recorders[job.execution_id], job, agent)
     return {job.lease: job for job in jobs}
 
 

@@ -335,3 +335,39 @@ def test_runs_finishing_in_one_batch_cost_no_statement_each(api, agent_token):  
     assert finishing_batch_queries(api, agent_token, 2) == finishing_batch_queries(
         api, agent_token, 5
     )
+
+
+def test_free_slots_pull_their_next_jobs_in_the_batchs_transaction(api, agent_token):  # noqa: F811
+    """Runs that finish hand nothing over: their slots pull the oldest due jobs of other runs
+    inside the batch's own transaction, and the claim events go in with the batch's events."""
+    shell = {"action": "shell", "with": {"command": "true"}}
+    create_workflow(
+        {
+            "slug": "pair",
+            "nodes": [{"id": "a", **shell, "on": {"success": "b"}}, {"id": "b", **shell}],
+        }
+    )
+    started = api.post("/api/v1/workflows/pair/execute-batch/", {"runs": [{}] * 6}, format="json")
+    ids = [run["id"] for run in started.json()["results"]]
+    first, waiting = ids[:3], ids[3:]
+    client = agent_client(agent_token)
+    specs = [
+        client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()
+        for job in Job.objects.filter(execution_id__in=first, node_id="a")
+    ]
+    results = report(client, *[entry(s["job_id"], s["lease"]) for s in specs]).json()["results"]
+    last = [r["next"] for r in results]
+
+    with CaptureQueriesContext(connection) as queries:
+        results = report(client, *[entry(s["job_id"], s["lease"]) for s in last]).json()["results"]
+
+    pulled = Job.objects.filter(pk__in=[r["next"]["job_id"] for r in results])
+    assert {(str(job.execution_id), job.node_id, job.status) for job in pulled} == {
+        (run, "a", "running") for run in waiting
+    }
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 1, "one transaction"
+    event_inserts = [s for s in statements if 'INTO "executions_executionevent"' in s]
+    assert len(event_inserts) == 1, "claim events go in with the batch's"
+    claims = ExecutionEvent.objects.filter(kind="job.claimed", job_id__in=pulled)
+    assert sorted(str(e.execution_id) for e in claims) == sorted(waiting)
