@@ -298,28 +298,37 @@ def test_a_repeated_batch_finds_its_handed_over_jobs_in_one_query(api, agent_tok
     )
 
 
-def finishing_batch_queries(api, token: str, runs: int) -> int:
-    """Queries of one batch reporting the last job of `runs` runs of a two-step chain."""
+def pairs_at_their_last_step(api, token: str, runs: int, started: int) -> tuple[list, list]:
+    """Start `started` runs of a two-step chain in one batch; the agent claims and reports the
+    first step of the first `runs` of them, each report handing over its run's last job.
+    Returns the runs' ids and the specs of the handed-over jobs."""
     shell = {"action": "shell", "with": {"command": "true"}}
-    slug = f"pair{runs}"
+    slug = f"pair{runs}-{started}"
     create_workflow(
         {
             "slug": slug,
             "nodes": [{"id": "a", **shell, "on": {"success": "b"}}, {"id": "b", **shell}],
         }
     )
-    started = api.post(
-        f"/api/v1/workflows/{slug}/execute-batch/", {"runs": [{}] * runs}, format="json"
+    answer = api.post(
+        f"/api/v1/workflows/{slug}/execute-batch/", {"runs": [{}] * started}, format="json"
     )
-    ids = [run["id"] for run in started.json()["results"]]
+    ids = [run["id"] for run in answer.json()["results"]]
     client = agent_client(token)
     specs = [
         client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()
-        for job in Job.objects.filter(execution_id__in=ids, node_id="a")
+        for job in Job.objects.filter(execution_id__in=ids[:runs], node_id="a")
     ]
     results = report(client, *[entry(s["job_id"], s["lease"]) for s in specs]).json()["results"]
     last = [r["next"] for r in results]
     assert all(last), "each first report hands over its run's last job"
+    return ids, last
+
+
+def finishing_batch_queries(api, token: str, runs: int) -> int:
+    """Queries of one batch reporting the last job of `runs` runs of a two-step chain."""
+    ids, last = pairs_at_their_last_step(api, token, runs, runs)
+    client = agent_client(token)
 
     with CaptureQueriesContext(connection) as queries:
         results = report(client, *[entry(s["job_id"], s["lease"]) for s in last]).json()["results"]
@@ -340,23 +349,9 @@ def test_runs_finishing_in_one_batch_cost_no_statement_each(api, agent_token):  
 def test_free_slots_pull_their_next_jobs_in_the_batchs_transaction(api, agent_token):  # noqa: F811
     """Runs that finish hand nothing over: their slots pull the oldest due jobs of other runs
     inside the batch's own transaction, and the claim events go in with the batch's events."""
-    shell = {"action": "shell", "with": {"command": "true"}}
-    create_workflow(
-        {
-            "slug": "pair",
-            "nodes": [{"id": "a", **shell, "on": {"success": "b"}}, {"id": "b", **shell}],
-        }
-    )
-    started = api.post("/api/v1/workflows/pair/execute-batch/", {"runs": [{}] * 6}, format="json")
-    ids = [run["id"] for run in started.json()["results"]]
-    first, waiting = ids[:3], ids[3:]
+    ids, last = pairs_at_their_last_step(api, agent_token, 3, 6)
+    waiting = ids[3:]
     client = agent_client(agent_token)
-    specs = [
-        client.post(f"/api/agent/v1/jobs/{job.pk}/claim").json()
-        for job in Job.objects.filter(execution_id__in=first, node_id="a")
-    ]
-    results = report(client, *[entry(s["job_id"], s["lease"]) for s in specs]).json()["results"]
-    last = [r["next"] for r in results]
 
     with CaptureQueriesContext(connection) as queries:
         results = report(client, *[entry(s["job_id"], s["lease"]) for s in last]).json()["results"]
