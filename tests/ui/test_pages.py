@@ -144,6 +144,32 @@ def test_output_is_text_with_ansi_colours_and_no_script_runs(stack, login, page_
     assert page_errors == []
 
 
+def test_a_very_long_output_line_shows_its_start_and_how_much_is_cut(stack, login, page_errors):
+    """A 50,000-character line (minified JSON, a progress bar without newlines) shows its first
+    10,000 characters and a note of the rest; the note is not part of the line's text, and the
+    lines after it are whole."""
+    slug = unique("ui-long-line")
+    command = "head -c 50000 /dev/zero | tr '\\0' x; echo; echo after-the-long-line"
+    definition = {
+        "slug": slug,
+        "nodes": [{"id": "long", "action": "shell", "with": {"command": command}}],
+    }
+    with stack.client() as client:
+        create(client, definition)
+        execution = execute(client, slug)
+        wait_for_status(client, execution["id"])
+        page = login()
+        page.goto(f"{stack.url}/executions/{execution['id']}/")
+        terminal = page.locator("#terminal")
+        expect(terminal.locator(".line").nth(1)).to_have_text("after-the-long-line")
+        first = terminal.locator(".line").first
+        assert first.evaluate("line => line.textContent") == "x" * 10000
+        expect(first.locator(".cut-note")).to_have_attribute(
+            "data-cut", "… 40000 more characters on this line (download for everything)"
+        )
+    assert page_errors == []
+
+
 def test_approve_from_the_detail_page(stack, login, page_errors):
     slug = unique("ui-gate")
     definition = {

@@ -7,6 +7,9 @@
   const SY = (window.SY = window.SY || {});
   const ESC = "\u001b";
   const MAX_LINES = 20000;
+  // A line longer than this (minified JSON, a progress bar without newlines) shows its start and
+  // how much is cut: laying out megabytes of one line would stall the page.
+  const MAX_LINE_CHARS = 10000;
   const MAX_PENDING = 4096;
 
   function freshStyle() {
@@ -191,12 +194,32 @@
       this.lineCount += 1;
       this.line = SY.el("div", { class: `line ${stream}`, dataset: { n: String(this.lineCount) } });
       this.lineStream = stream;
+      this.startLine();
       this.container.appendChild(this.line);
       if (this.container.childElementCount > MAX_LINES) {
         this.container.firstElementChild.remove();
         this.trimmed += 1;
       }
       return this.line;
+    }
+    startLine() {
+      this.lineChars = 0;
+      this.lineCut = 0;
+      this.cutNote = null;
+    }
+    // Append a piece to the current line, up to MAX_LINE_CHARS. What is beyond is counted in a
+    // note whose text comes from CSS (`data-cut`), so it is not part of the line for search/copy.
+    append(piece) {
+      const room = Math.max(MAX_LINE_CHARS - this.lineChars, 0);
+      const text = piece.text.length > room ? piece.text.slice(0, room) : piece.text;
+      if (text) {
+        this.line.appendChild(piece.cls ? SY.el("span", { class: piece.cls }, text) : document.createTextNode(text));
+        this.lineChars += text.length;
+      }
+      if (text.length === piece.text.length) return;
+      this.lineCut += piece.text.length - text.length;
+      if (!this.cutNote) this.cutNote = this.line.appendChild(SY.el("span", { class: "cut-note" }));
+      this.cutNote.dataset.cut = `… ${this.lineCut} more characters on this line (download for everything)`;
     }
     // Append a chunk; chunks with a `seq` already written are ignored (live + fetched overlap).
     write(stream, text, seq) {
@@ -215,11 +238,14 @@
           continue;
         }
         if (piece === "\r") {
-          if (this.line && this.lineStream === stream) SY.clear(this.line);
+          if (this.line && this.lineStream === stream) {
+            SY.clear(this.line);
+            this.startLine();
+          }
           continue;
         }
         if (!this.line || this.lineStream !== stream) this.newLine(stream);
-        this.line.appendChild(piece.cls ? SY.el("span", { class: piece.cls }, piece.text) : document.createTextNode(piece.text));
+        this.append(piece);
         touched.add(this.line);
       }
       if (this.query) for (const line of touched) this.mark(line);
