@@ -113,34 +113,38 @@ def test_detail_streams_output_before_the_job_ends(stack, login, tmp_path, page_
     assert page_errors == []
 
 
-def test_output_is_text_with_ansi_colours_and_no_script_runs(stack, login, page_errors):
-    slug = unique("ui-escape")
+def finished_run_page(stack, login, prefix: str, command: str):
+    """Run a one-job workflow of `command` to its end, then open its detail page logged in:
+    returns the page and the page's response."""
+    slug = unique(prefix)
     definition = {
         "slug": slug,
-        "nodes": [{"id": "paint", "action": "shell", "with": {"command": ANSI_AND_HTML}}],
+        "nodes": [{"id": "job", "action": "shell", "with": {"command": command}}],
     }
     with stack.client() as client:
         create(client, definition)
         execution = execute(client, slug)
         wait_for_status(client, execution["id"])
-        page = login()
-        response = page.goto(f"{stack.url}/executions/{execution['id']}/")
-        policy = response.headers["content-security-policy"]
-        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-        terminal = page.locator("#terminal")
-        expect(terminal).to_contain_text('<script>window.__pwned=1</script><img src=x onerror="')
-        expect(terminal).to_contain_text("<b>b</b>")
-        expect(terminal.locator("span.ansi-fg-32.ansi-bold")).to_have_text("green bold")
-        expect(terminal.locator("span.ansi-fg-31")).to_have_text("red")
-        expect(terminal.locator(".line.stderr")).to_have_text("to-stderr")
-        # The OSC title sequence is dropped, not shown; the text after it is kept. (Only stdout
-        # lines: stdout and stderr are separate pipes, read by separate threads, so a stderr
-        # line written microseconds later may be read first.)
-        expect(terminal.locator(".line:not(.stderr)").first).to_have_text(
-            "green bold plain red after"
-        )
-        assert terminal.locator("script, img, b").count() == 0
-        assert page.evaluate("typeof window.__pwned") == "undefined"
+    page = login()
+    return page, page.goto(f"{stack.url}/executions/{execution['id']}/")
+
+
+def test_output_is_text_with_ansi_colours_and_no_script_runs(stack, login, page_errors):
+    page, response = finished_run_page(stack, login, "ui-escape", ANSI_AND_HTML)
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    terminal = page.locator("#terminal")
+    expect(terminal).to_contain_text('<script>window.__pwned=1</script><img src=x onerror="')
+    expect(terminal).to_contain_text("<b>b</b>")
+    expect(terminal.locator("span.ansi-fg-32.ansi-bold")).to_have_text("green bold")
+    expect(terminal.locator("span.ansi-fg-31")).to_have_text("red")
+    expect(terminal.locator(".line.stderr")).to_have_text("to-stderr")
+    # The OSC title sequence is dropped, not shown; the text after it is kept. (Only stdout
+    # lines: stdout and stderr are separate pipes, read by separate threads, so a stderr
+    # line written microseconds later may be read first.)
+    expect(terminal.locator(".line:not(.stderr)").first).to_have_text("green bold plain red after")
+    assert terminal.locator("script, img, b").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page_errors == []
 
 
@@ -148,25 +152,15 @@ def test_a_very_long_output_line_shows_its_start_and_how_much_is_cut(stack, logi
     """A 50,000-character line (minified JSON, a progress bar without newlines) shows its first
     10,000 characters and a note of the rest; the note is not part of the line's text, and the
     lines after it are whole."""
-    slug = unique("ui-long-line")
     command = "head -c 50000 /dev/zero | tr '\\0' x; echo; echo after-the-long-line"
-    definition = {
-        "slug": slug,
-        "nodes": [{"id": "long", "action": "shell", "with": {"command": command}}],
-    }
-    with stack.client() as client:
-        create(client, definition)
-        execution = execute(client, slug)
-        wait_for_status(client, execution["id"])
-        page = login()
-        page.goto(f"{stack.url}/executions/{execution['id']}/")
-        terminal = page.locator("#terminal")
-        expect(terminal.locator(".line").nth(1)).to_have_text("after-the-long-line")
-        first = terminal.locator(".line").first
-        assert first.evaluate("line => line.textContent") == "x" * 10000
-        expect(first.locator(".cut-note")).to_have_attribute(
-            "data-cut", "… 40000 more characters on this line (download for everything)"
-        )
+    page, _ = finished_run_page(stack, login, "ui-long-line", command)
+    terminal = page.locator("#terminal")
+    expect(terminal.locator(".line").nth(1)).to_have_text("after-the-long-line")
+    first = terminal.locator(".line").first
+    assert first.evaluate("line => line.textContent") == "x" * 10000
+    expect(first.locator(".cut-note")).to_have_attribute(
+        "data-cut", "… 40000 more characters on this line (download for everything)"
+    )
     assert page_errors == []
 
 
