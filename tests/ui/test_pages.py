@@ -148,18 +148,23 @@ def test_output_is_text_with_ansi_colours_and_no_script_runs(stack, login, page_
     assert page_errors == []
 
 
-def test_a_very_long_output_line_shows_its_start_and_how_much_is_cut(stack, login, page_errors):
+def test_a_very_long_output_line_shows_its_start_its_end_and_how_much_is_cut(
+    stack, login, page_errors
+):
     """A 50,000-character line (minified JSON, a progress bar without newlines) shows its first
-    10,000 characters and a note of the rest; the note is not part of the line's text, and the
-    lines after it are whole."""
-    command = "head -c 50000 /dev/zero | tr '\\0' x; echo; echo after-the-long-line"
+    10,000 characters, a note of what is not shown and its last 1,000 characters; the note is
+    not part of the line's text, and the lines after it are whole."""
+    command = (
+        "printf head; head -c 49993 /dev/zero | tr '\\0' x; printf end; echo; echo after-the-line"
+    )
     page, _ = finished_run_page(stack, login, "ui-long-line", command)
     terminal = page.locator("#terminal")
-    expect(terminal.locator(".line").nth(1)).to_have_text("after-the-long-line")
+    expect(terminal.locator(".line").nth(1)).to_have_text("after-the-line")
     first = terminal.locator(".line").first
-    assert first.evaluate("line => line.textContent") == "x" * 10000
+    shown = first.evaluate("line => line.textContent")
+    assert shown == "head" + "x" * 9996 + "x" * 997 + "end"
     expect(first.locator(".cut-note")).to_have_attribute(
-        "data-cut", "… 40000 more characters on this line (download for everything)"
+        "data-cut", "… 39000 characters not shown (Download has everything) …"
     )
     assert page_errors == []
 

@@ -7,9 +7,11 @@
   const SY = (window.SY = window.SY || {});
   const ESC = "\u001b";
   const MAX_LINES = 20000;
-  // A line longer than this (minified JSON, a progress bar without newlines) shows its start and
-  // how much is cut: laying out megabytes of one line would stall the page.
+  // A line longer than MAX_LINE_CHARS + LINE_TAIL_CHARS (minified JSON, a progress bar without
+  // newlines) shows its start, how much is not shown and its end (where the agent marks a
+  // truncated stream): laying out megabytes of one line would stall the page.
   const MAX_LINE_CHARS = 10000;
+  const LINE_TAIL_CHARS = 1000;
   const MAX_PENDING = 4096;
 
   function freshStyle() {
@@ -205,21 +207,30 @@
     startLine() {
       this.lineChars = 0;
       this.lineCut = 0;
+      this.tail = null;
       this.cutNote = null;
     }
-    // Append a piece to the current line, up to MAX_LINE_CHARS. What is beyond is counted in a
-    // note whose text comes from CSS (`data-cut`), so it is not part of the line for search/copy.
+    // Append a piece to the current line: its first MAX_LINE_CHARS as they come, then a rolling
+    // tail of the last LINE_TAIL_CHARS (plain text). What falls between is counted in a note
+    // whose text comes from CSS (`data-cut`), so it is not part of the line for search/copy.
     append(piece) {
       const room = Math.max(MAX_LINE_CHARS - this.lineChars, 0);
-      const text = piece.text.length > room ? piece.text.slice(0, room) : piece.text;
-      if (text) {
-        this.line.appendChild(piece.cls ? SY.el("span", { class: piece.cls }, text) : document.createTextNode(text));
-        this.lineChars += text.length;
+      const head = piece.text.length > room ? piece.text.slice(0, room) : piece.text;
+      if (head) {
+        this.line.appendChild(piece.cls ? SY.el("span", { class: piece.cls }, head) : document.createTextNode(head));
+        this.lineChars += head.length;
       }
-      if (text.length === piece.text.length) return;
-      this.lineCut += piece.text.length - text.length;
-      if (!this.cutNote) this.cutNote = this.line.appendChild(SY.el("span", { class: "cut-note" }));
-      this.cutNote.dataset.cut = `… ${this.lineCut} more characters on this line (download for everything)`;
+      if (head.length === piece.text.length) return;
+      if (!this.tail) this.tail = this.line.appendChild(document.createTextNode(""));
+      const tail = this.tail.data + piece.text.slice(head.length);
+      if (tail.length <= LINE_TAIL_CHARS) {
+        this.tail.data = tail;
+        return;
+      }
+      this.tail.data = tail.slice(-LINE_TAIL_CHARS);
+      this.lineCut += tail.length - LINE_TAIL_CHARS;
+      if (!this.cutNote) this.cutNote = this.line.insertBefore(SY.el("span", { class: "cut-note" }), this.tail);
+      this.cutNote.dataset.cut = `… ${this.lineCut} characters not shown (Download has everything) …`;
     }
     // Append a chunk; chunks with a `seq` already written are ignored (live + fetched overlap).
     write(stream, text, seq) {
