@@ -201,11 +201,17 @@ def scenario_chain(
     }
 
 
+def start_agent_once(stack: LocalStack, name: str, pool: str, slots: int) -> None:
+    """An agent of its own for a scenario, started by the first scenario that needs it."""
+    if all(process.name != name for process in stack.processes):
+        stack.start_agent(name, [pool], concurrency=slots)
+
+
 def scenario_fanout(stack: LocalStack, width: int, runs: int, slots: int) -> dict:
     """W2 on a pool served by one agent with `slots` slots (started here on first use)."""
     status_of = execution_status_probe(stack)
     pool = f"fanout{slots}"
-    stack.start_agent(f"bench-fanout-{slots}", [pool], concurrency=slots)
+    start_agent_once(stack, f"bench-fanout-{slots}", pool, slots)
     definition = fanout_definition(width, pool)
     with stack.client() as client:
         client.post("/api/v1/workflows/", json={"definition": definition})
@@ -255,12 +261,6 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1])
     return round(total / 1024, 1)
-
-
-def start_agent_once(stack: LocalStack, name: str, pool: str, slots: int) -> None:
-    """An agent of its own for a scenario, started by the first scenario that needs it."""
-    if all(process.name != name for process in stack.processes):
-        stack.start_agent(name, [pool], concurrency=slots)
 
 
 def scenario_burst(

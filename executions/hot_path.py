@@ -1,7 +1,8 @@
 """The hand-written SQL of the agent-report hot path: the row locks every transition of a run
 takes (the execution with its workflow and version, the jobs a report names) and the writes a
-report makes (job results, the run's advanced state). Rows are loaded through `ModelColumns`;
-see `orchestrator.row_loading` for why these are not ORM queries."""
+report makes (job results, the run's advanced state), and the claim: which jobs are due, the
+pull that claims them and the shape a claimed job is read in. Rows are loaded through
+`ModelColumns`; see `orchestrator.row_loading` for why these are not ORM queries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Collection
 from functools import cache
 
 from django.db import connection
-from django.db.models import Case, UUIDField, Value, When
+from django.db.models import Case, Q, QuerySet, UUIDField, Value, When
 from django.db.models.functions import Coalesce
 
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
@@ -215,6 +216,22 @@ def update_from_values_sql(model, names: tuple[str, ...], count: int) -> str:
     )
 
 
+JOB_COLUMNS = tuple(field.name for field in Job._meta.concrete_fields)
+
+
+def claimed_jobs() -> QuerySet[Job]:
+    """Jobs as a claim answers them: every column of the job, and of its run only the
+    workflow's slug (`job_spec`). A run's node states and a workflow's definition are JSON that
+    grows with the graph, and a fan-out's claims would decode them once per job."""
+    return Job.objects.select_related("execution__workflow").only(
+        *JOB_COLUMNS, "execution__workflow", "execution__workflow__slug"
+    )
+
+
+def due_by(now) -> Q:
+    return Q(not_before__isnull=True) | Q(not_before__lte=now)
+
+
 def mark_claimed(jobs, agent, lease, now) -> int:
     """The claim itself: one conditional UPDATE of the given (filtered) rows. `lease` is a UUID
     or an expression (one lease per row)."""
@@ -230,7 +247,8 @@ def mark_claimed(jobs, agent, lease, now) -> int:
 
 def claim_with_leases(lease_of: dict[uuid.UUID, uuid.UUID], agent, now) -> None:
     """`mark_claimed` for the locked, unclaimed jobs `lease_of` names, each with its own lease,
-    with a CASE over the ids: the pull where there is no `pull_due_jobs` (SQLite)."""
+    with a CASE over the ids: `pull_due_jobs` where there is no `UPDATE … RETURNING` of
+    locked rows (SQLite)."""
     lease = Case(
         *[When(pk=job_id, then=Value(lease)) for job_id, lease in lease_of.items()],
         output_field=UUIDField(),
@@ -239,6 +257,26 @@ def claim_with_leases(lease_of: dict[uuid.UUID, uuid.UUID], agent, now) -> None:
 
 
 def pull_due_jobs(agent, leases: list[uuid.UUID], now) -> list[Job]:
+    """Lock up to `len(leases)` of the oldest due, unclaimed jobs of the agent's queues
+    (skipping rows another pull holds), claim them with the leases in that order, and return
+    them as `claimed_jobs` loads them: in one statement on PostgreSQL, in three on SQLite
+    (which has no row locks to skip)."""
+    if connection.vendor == "postgresql":
+        return pull_due_jobs_returning(agent, leases, now)
+    ids = list(
+        Job.objects.select_for_update(skip_locked=True)
+        .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
+        .filter(due_by(now))
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[: len(leases)]
+    )
+    if not ids:
+        return []
+    claim_with_leases(dict(zip(ids, leases, strict=False)), agent, now)
+    return list(claimed_jobs().filter(pk__in=ids))
+
+
+def pull_due_jobs_returning(agent, leases: list[uuid.UUID], now) -> list[Job]:
     """PostgreSQL's pull, in one statement: lock up to `len(leases)` of the oldest due,
     unclaimed jobs of the agent's queues (skipping rows another pull holds), claim them with
     the leases in that order, and return them as `claimed_jobs` loads them (with their run's

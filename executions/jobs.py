@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F
 from django.utils import timezone
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext import parse as parse_jsonpath
@@ -29,7 +29,7 @@ from executions.advancing import (
     record_claim,
     settle_job,
 )
-from executions.hot_path import mark_claimed
+from executions.hot_path import claimed_jobs, due_by, mark_claimed
 from executions.live import publish_output_after_commit
 from executions.models import JOB_UNCLAIMED, Execution, Job, JobOutputChunk, JobStatus
 from executions.recorder import EventRecorder
@@ -122,22 +122,6 @@ def claim_job(agent, job_id, *, lease: uuid.UUID | None = None) -> Job:
             raise ExecutionConflict(f"job {job_id} is not due before {job.not_before}")
         raise ExecutionConflict(f"job {job_id} is already {job.status}")
     return announce_claim(job, agent, now)
-
-
-JOB_COLUMNS = tuple(field.name for field in Job._meta.concrete_fields)
-
-
-def claimed_jobs() -> QuerySet[Job]:
-    """Jobs as a claim answers them: every column of the job, and of its run only the
-    workflow's slug (`job_spec`). A run's node states and a workflow's definition are JSON that
-    grows with the graph, and a fan-out's claims would decode them once per job."""
-    return Job.objects.select_related("execution__workflow").only(
-        *JOB_COLUMNS, "execution__workflow", "execution__workflow__slug"
-    )
-
-
-def due_by(now) -> Q:
-    return Q(not_before__isnull=True) | Q(not_before__lte=now)
 
 
 def announce_claim(job: Job, agent, now) -> Job:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from executions.advancing import (
@@ -30,7 +30,7 @@ from executions.advancing import (
     settle_jobs,
 )
 from executions.hot_path import (
-    claim_with_leases,
+    claimed_jobs,
     lock_executions_of_jobs,
     lock_jobs,
     pull_due_jobs,
@@ -41,15 +41,13 @@ from executions.jobs import (
     JobNotFound,
     JobReport,
     ReportOutcome,
-    claimed_jobs,
-    due_by,
     fence_report,
     handover_lease,
     prepare_claim,
     record_result,
     reported_status,
 )
-from executions.models import JOB_UNCLAIMED, Execution, Job, JobStatus
+from executions.models import Execution, Job, JobStatus
 from executions.recorder import EventRecorder
 
 
@@ -98,7 +96,7 @@ def apply_report_batch(agent, entries: list[BatchedReport]) -> list[Outcome]:
             raise ValueError(entry.report.status)
     outcomes: list[Outcome | None] = [None] * len(entries)
     apply_reports_of_executions(agent, entries, outcomes)
-    give_free_slots_work(agent, entries, outcomes)
+    finish_handovers(agent, entries, outcomes)
     return outcomes  # type: ignore[return-value]
 
 
@@ -187,7 +185,7 @@ def record_reports(
     return list(applied.values()), offers
 
 
-def give_free_slots_work(agent, entries: list[BatchedReport], outcomes: list) -> None:
+def finish_handovers(agent, entries: list[BatchedReport], outcomes: list) -> None:
     """A repeated report that offered its slot gets the job its first delivery got (same
     derived lease); then every job given out is prepared for its claim response."""
     repeated = [
@@ -219,32 +217,13 @@ def pull_jobs_for_free_slots(
     agent, leases: list[uuid.UUID], writes: DeferredWrites
 ) -> dict[uuid.UUID, Job]:
     """Inside the report batch's transaction, pull up to `len(leases)` of the oldest due jobs
-    of the agent's queues in one statement (locked rows are skipped, so concurrent pulls never
+    of the agent's queues (`pull_due_jobs`: locked rows are skipped, so concurrent pulls never
     wait on each other), one per lease; their claim events go into `writes`. Returns lease ->
     job. Their doorbells may still be in the broker; the claim makes those messages no-ops."""
-    now = timezone.now()
-    if connection.vendor == "postgresql":
-        jobs = pull_due_jobs(agent, leases, now)
-    else:
-        jobs = pull_due_jobs_elsewhere(agent, leases, now)
+    jobs = pull_due_jobs(agent, leases, timezone.now())
     recorders: dict[uuid.UUID, EventRecorder] = {}
     for job in jobs:
         if job.execution_id not in recorders:
             recorders[job.execution_id] = writes.recorder(job.execution_id)
         record_claim(recorders[job.execution_id], job, agent)
     return {job.lease: job for job in jobs}
-
-
-def pull_due_jobs_elsewhere(agent, leases: list[uuid.UUID], now) -> list[Job]:
-    """`pull_due_jobs` in three statements, for SQLite (which has no row locks to skip)."""
-    ids = list(
-        Job.objects.select_for_update(skip_locked=True)
-        .filter(status__in=JOB_UNCLAIMED, queue__in=agent.queues)
-        .filter(due_by(now))
-        .order_by("queued_at")
-        .values_list("pk", flat=True)[: len(leases)]
-    )
-    if not ids:
-        return []
-    claim_with_leases(dict(zip(ids, leases, strict=False)), agent, now)
-    return list(claimed_jobs().filter(pk__in=ids))

@@ -154,8 +154,8 @@ def test_a_pull_claims_the_oldest_due_unlocked_jobs_of_the_agents_queues_in_one_
 
     from django.utils import timezone
 
-    from executions.hot_path import pull_due_jobs
-    from executions.jobs import claimed_jobs, job_spec
+    from executions.hot_path import claimed_jobs, pull_due_jobs
+    from executions.jobs import job_spec
 
     workflow = create_workflow(CHAIN)
     runs = [start_execution(workflow) for _ in range(6)]
@@ -273,7 +273,8 @@ def test_a_claimed_job_carries_its_workflow_slug_and_none_of_its_runs_json():
     """A claim answers with `job_spec`, which reads nothing of the run but its workflow's slug:
     the run's node states and the rest of its workflow stay in the database (a fan-out's claims
     would otherwise decode them once per job)."""
-    from executions.jobs import claimed_jobs, job_spec
+    from executions.hot_path import claimed_jobs
+    from executions.jobs import job_spec
 
     execution = start_execution(create_workflow(CHAIN))
     expected = Job.objects.get(execution=execution, node_id="a")
